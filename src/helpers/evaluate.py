@@ -1,0 +1,218 @@
+"""Evaluation: loss and perplexity on a split, batched generation, text metrics, comparisons."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from helpers.chat import (
+    IGNORE_INDEX,
+    ensure_chat_template,
+    make_collator,
+    prompt_messages,
+    render_prompt,
+    tokenize_dataset,
+)
+from helpers.models import autocast, set_seed
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def mean_loss(
+    model,
+    tokenizer,
+    examples: list[dict],
+    max_seq_length: int = 512,
+    batch_size: int = 4,
+    bf16: bool | None = None,
+) -> dict:
+    """Return the assistant-token loss (token-weighted mean), its perplexity and the token count."""
+    dataset, _ = tokenize_dataset(examples, tokenizer, max_seq_length)
+    collate = make_collator(tokenizer)
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        batch = {key: value.to(device) for key, value in batch.items()}
+        labels = batch.pop("labels")
+        with autocast(device.type, bf16):
+            logits = model(**batch).logits
+        shifted = labels[:, 1:]
+        total += torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().flatten(0, 1),
+            shifted.flatten(),
+            reduction="sum",
+            ignore_index=IGNORE_INDEX,
+        ).item()
+        count += int((shifted != IGNORE_INDEX).sum())
+    model.train(was_training)
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": count}
+
+
+def as_conversation(prompt) -> list[dict]:
+    """Turn a prompt (a string, a conversation or a whole example) into the messages to answer."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, dict):
+        prompt = prompt["messages"]
+    return prompt_messages(prompt)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    bf16: bool | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Answer each prompt with the chat template, in left-padded batches with the KV cache."""
+    ensure_chat_template(tokenizer)
+    texts = [render_prompt(tokenizer, as_conversation(p)) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+    replies = [""] * len(texts)
+    device = _device(model)
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    set_seed(seed)
+    sampling = {"do_sample": do_sample}
+    if do_sample:
+        sampling.update(temperature=temperature, top_p=top_p)
+    try:
+        batches = range(0, len(order), batch_size)
+        for start in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
+            indices = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in indices],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(device)
+            with autocast(device.type, bf16):
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **sampling,
+                )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            for index, tokens in zip(indices, new_tokens, strict=True):
+                replies[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return replies
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, drop punctuation and articles, collapse whitespace (SQuAD's normalisation)."""
+    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """Return 1.0 when the normalised texts are equal, else 0.0."""
+    return float(normalize_text(prediction) == normalize_text(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Return the F1 of the normalised word overlap (SQuAD's token F1)."""
+    predicted, expected = normalize_text(prediction).split(), normalize_text(reference).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """Return the ROUGE-L F-measure (longest common subsequence), via ``rouge-score``."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return scorer.score(reference, prediction)["rougeL"].fmeasure
+
+
+def score(
+    predictions: list[str],
+    references: list[str] | None = None,
+    checks: dict[str, Callable[[str], float]] | None = None,
+) -> pd.DataFrame:
+    """Score each prediction: exact match, token F1, ROUGE-L, plus task-specific ``checks``."""
+    rows = []
+    for index, prediction in enumerate(predictions):
+        row = {}
+        if references is not None:
+            reference = references[index]
+            row.update(
+                exact_match=exact_match(prediction, reference),
+                token_f1=token_f1(prediction, reference),
+                rouge_l=rouge_l(prediction, reference),
+            )
+        for name, check in (checks or {}).items():
+            row[name] = float(check(prediction))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare(
+    prompts: list,
+    answers: dict[str, list[str]],
+    references: list[str] | None = None,
+    checks: dict[str, Callable[[str], float]] | None = None,
+) -> pd.DataFrame:
+    """Return a side-by-side table: each prompt, the reference, and each model's answer.
+
+    ``answers`` maps a model label (``"base"``, ``"fine-tuned"``) to its replies;
+    ``checks`` add one pass/fail column per model and check.
+    """
+    table = pd.DataFrame({"prompt": [as_conversation(p)[-1]["content"] for p in prompts]})
+    if references is not None:
+        table["reference"] = references
+    for label, replies in answers.items():
+        table[label] = replies
+        for name, check in (checks or {}).items():
+            table[f"{label}: {name}"] = ["✓" if check(r) else "✗" for r in replies]
+    return table
+
+
+def metrics_table(
+    answers: dict[str, list[str]],
+    references: list[str] | None = None,
+    checks: dict[str, Callable[[str], float]] | None = None,
+) -> pd.DataFrame:
+    """Return mean metrics per model label (rows) for the same prompts."""
+    return pd.DataFrame(
+        {label: score(replies, references, checks).mean() for label, replies in answers.items()}
+    ).T
+
+
+def styled(table: pd.DataFrame):
+    """Return a notebook-friendly view of a text table: wrapped, left-aligned cells."""
+    return table.style.set_properties(
+        **{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"}
+    ).hide(axis="index")

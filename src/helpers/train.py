@@ -1,0 +1,326 @@
+"""Fine-tuning on Transformers' ``Trainer``: full or LoRA, measured.
+
+Notebooks build ``TrainingArguments``, ``Trainer`` and ``LoraConfig`` themselves (that
+is the API they teach) and hand the trainer to :func:`run`, which adds the
+measurements: time per step, tokens per second, peak memory, sizes on disk.
+:func:`finetune` does all of it in one call, for the server, the command line and
+sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import (
+    DataCollatorWithFlattening,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from helpers.chat import make_collator, tokenize_dataset
+from helpers.models import count_parameters, pick_device, set_seed, use_bf16
+
+# The seed article's LoRA settings.
+LORA_DEFAULTS = {
+    "r": 8,
+    "lora_alpha": 32,
+    "lora_dropout": 0.1,
+    "target_modules": ["q_proj", "v_proj"],
+}
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainResult:
+    """What one training run did and what it cost."""
+
+    method: str
+    train_loss: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_eval_loss: float | None = None
+    steps: int = 0
+    epochs: float = 0.0
+    stopped_early: bool = False
+    tokens_trained: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    seconds_per_step: float = 0.0
+    tokens_per_second: float = 0.0
+    peak_memory_mb: float = 0.0
+    memory_increase_mb: float = 0.0
+    optimizer_state_mb: float = 0.0
+    trainable_params: int = 0
+    total_params: int = 0
+    saved_dir: str | None = None
+    saved_size_mb: float | None = None
+    model: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def trainable_percent(self) -> float:
+        """Trainable parameters as a percentage of all parameters."""
+        return 100.0 * self.trainable_params / max(self.total_params, 1)
+
+    def to_dict(self) -> dict:
+        """Return the result as plain JSON-ready values (without the model)."""
+        values = asdict(self)
+        values.pop("model")
+        values["trainable_percent"] = self.trainable_percent
+        return values
+
+    def summary(self) -> dict:
+        """Return the headline figures as one flat dict (a table row)."""
+        values = self.to_dict()
+        for key in ("train_loss", "eval_loss", "model", "saved_dir"):
+            values.pop(key, None)
+        return values
+
+
+class MemoryMeter:
+    """Peak memory of a block of work: CUDA allocations, or the process RSS sampled on CPU."""
+
+    def __init__(self, device: str, interval: float = 0.02):
+        self.device, self.interval = device, interval
+        self.start_mb = self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _current_mb(self) -> float:
+        if self.device.startswith("cuda"):
+            return torch.cuda.memory_allocated() / 2**20
+        return psutil.Process().memory_info().rss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self._current_mb())
+
+    def start(self) -> None:
+        """Start measuring from now."""
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        self.start_mb = self.peak_mb = self._current_mb()
+        if not self.device.startswith("cuda"):
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop measuring; ``peak_mb`` then holds the peak."""
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+        if self.device.startswith("cuda"):
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        self.peak_mb = max(self.peak_mb, self._current_mb())
+
+
+class MeterCallback(TrainerCallback):
+    """Times the optimizer steps (evaluation and saving excluded) and samples memory."""
+
+    def __init__(self, device: str):
+        self.memory = MemoryMeter(device)
+        self.step_seconds = 0.0
+        self._step_start = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.memory.start()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_seconds += time.perf_counter() - self._step_start
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.memory.stop()
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Return the bytes held by an optimizer's state (Adam: two moments per trainable weight)."""
+    if optimizer is None:
+        return 0
+    return sum(
+        value.numel() * value.element_size()
+        for state in optimizer.state.values()
+        for value in state.values()
+        if torch.is_tensor(value)
+    )
+
+
+def weights_size(folder: str | Path) -> int:
+    """Return the bytes of the weight files in a saved folder (full model or adapter only)."""
+    prefixes = ("model", "adapter_model", "pytorch_model")
+    return sum(
+        f.stat().st_size
+        for f in Path(folder).iterdir()
+        if f.name.startswith(prefixes) and f.suffix in (".safetensors", ".bin")
+    )
+
+
+def loss_history(log_history: list[dict]) -> tuple[list, list]:
+    """Split a Trainer log history into ``(train_loss, eval_loss)`` lists of ``(step, loss)``."""
+    train = [(row["step"], row["loss"]) for row in log_history if "loss" in row]
+    evaluation = [(row["step"], row["eval_loss"]) for row in log_history if "eval_loss" in row]
+    return train, evaluation
+
+
+def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None = None):
+    """Train with measurements; save the model (or adapter) to ``save_dir``; return a result."""
+    if trainer.args.include_num_input_tokens_seen == "no":
+        packed = isinstance(trainer.data_collator, DataCollatorWithFlattening)
+        trainer.args.include_num_input_tokens_seen = "all" if packed else "non_padding"
+    meter = MeterCallback(str(trainer.args.device))
+    trainer.add_callback(meter)
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    trainer.remove_callback(meter)
+
+    state = trainer.state
+    # Accelerate wraps forward() in bf16 autocast for training; hand back the plain model.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    trainable, total = count_parameters(model)
+    train_loss, eval_loss = loss_history(state.log_history)
+    result = TrainResult(
+        method=method or ("lora" if hasattr(model, "peft_config") else "full"),
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        steps=state.global_step,
+        epochs=round(state.epoch or 0.0, 3),
+        stopped_early=state.global_step < state.max_steps,
+        tokens_trained=int(state.num_input_tokens_seen),
+        train_seconds=meter.step_seconds,
+        wall_seconds=wall,
+        seconds_per_step=meter.step_seconds / max(state.global_step, 1),
+        tokens_per_second=state.num_input_tokens_seen / max(meter.step_seconds, 1e-9),
+        peak_memory_mb=meter.memory.peak_mb,
+        memory_increase_mb=meter.memory.peak_mb - meter.memory.start_mb,
+        optimizer_state_mb=optimizer_state_bytes(trainer.optimizer) / 2**20,
+        trainable_params=trainable,
+        total_params=total,
+        model=model,
+    )
+    if eval_loss:
+        result.best_step, result.best_eval_loss = min(eval_loss, key=lambda row: row[1])
+    if save_dir is not None:
+        trainer.save_model(str(save_dir))
+        result.saved_dir = str(save_dir)
+        result.saved_size_mb = weights_size(save_dir) / 2**20
+        (Path(save_dir) / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def training_arguments(
+    output_dir: str | Path, has_eval: bool = True, **overrides
+) -> TrainingArguments:
+    """Return ``TrainingArguments`` with the course's defaults (the seed's names), overridable."""
+    eval_steps = overrides.pop("eval_steps", None) or overrides.get("logging_steps", 10)
+    values = {
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 2e-5,
+        "warmup_steps": 0,
+        "weight_decay": 0.01,
+        "logging_steps": 10,
+        "save_total_limit": 2,
+        "seed": 0,
+        "bf16": use_bf16(),
+        "report_to": "none",
+        "save_only_model": True,
+        "remove_unused_columns": False,
+        "dataloader_pin_memory": False,
+    }
+    if has_eval:
+        values.update(
+            eval_strategy="steps",
+            eval_steps=eval_steps,
+            save_strategy="steps",
+            save_steps=eval_steps,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+    else:
+        values.update(eval_strategy="no", save_strategy="no")
+    values.update(overrides)
+    if values.get("bf16") is None:
+        values["bf16"] = use_bf16()
+    # Transformers only allows bf16 on a CPU when it is told the CPU is the device.
+    values.setdefault("use_cpu", pick_device() == "cpu")
+    return TrainingArguments(output_dir=str(output_dir), **values)
+
+
+def apply_lora(
+    model,
+    r: int = 8,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.1,
+    target_modules: list[str] | None = None,
+    seed: int = 0,
+):
+    """Wrap a model with fresh LoRA adapters (seeded) through PEFT; return the PEFT model."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=list(target_modules or LORA_DEFAULTS["target_modules"]),
+    )
+    set_seed(seed)
+    return get_peft_model(model, config)
+
+
+def finetune(
+    model,
+    tokenizer,
+    train,
+    val=None,
+    method: str = "full",
+    output_dir="runs/train",
+    max_seq_length: int = 512,
+    packing: bool = False,
+    early_stopping_patience: int = 3,
+    lora: dict | None = None,
+    callbacks: list | None = None,
+    save: bool = True,
+    **training_args,
+) -> TrainResult:
+    """Fine-tune ``model`` on chat examples (lists of dicts or tokenised Datasets); return results.
+
+    ``method`` is ``"full"`` or ``"lora"`` (``lora`` overrides :data:`LORA_DEFAULTS`);
+    ``training_args`` are TrainingArguments fields (num_train_epochs, learning_rate, ...).
+    """
+    if method not in ("full", "lora"):
+        raise ValueError(f"method must be 'full' or 'lora', not {method!r}")
+    output_dir = Path(output_dir)
+    seed = training_args.setdefault("seed", 0)
+    if isinstance(train, list):
+        train, _ = tokenize_dataset(train, tokenizer, max_seq_length)
+    if isinstance(val, list):
+        val, _ = tokenize_dataset(val, tokenizer, max_seq_length) if val else (None, None)
+    if method == "lora":
+        model = apply_lora(model, seed=seed, **{**LORA_DEFAULTS, **(lora or {})})
+    else:
+        set_seed(seed)
+    args = training_arguments(output_dir / "checkpoints", has_eval=val is not None, **training_args)
+    extra = [EarlyStoppingCallback(early_stopping_patience)] if val is not None else []
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=val,
+        data_collator=make_collator(tokenizer, packing=packing),
+        processing_class=tokenizer,
+        callbacks=extra + list(callbacks or []),
+    )
+    return run(trainer, output_dir / "final" if save else None, method=method)

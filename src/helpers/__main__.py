@@ -270,7 +270,7 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
 
     figures = benchmark(requests=args.requests, max_tokens=args.max_tokens)
     for name, value in figures.items():
-        print(f"{name:<34} {value}")
+        print(f"{name:<40} {value}")
     return 0
 
 

@@ -1,0 +1,236 @@
+"""A local OpenAI-compatible fine-tuning server: the OpenAI workflow, offline and free.
+
+``python -m helpers serve`` (or :func:`run_server`) serves the Files, Fine-tuning,
+Models and Chat Completions APIs under ``/v1``; the unmodified ``openai`` client talks
+to it through ``base_url``. Jobs really fine-tune the embedded SmolLM2 with LoRA, and
+the fine-tuned models answer chat completions. From Python or a notebook::
+
+    from openai import OpenAI
+    from helpers.server import start_server
+
+    with start_server() as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key)
+        ...
+
+Everything the server keeps (SQLite database, files, adapters) lives under its data
+folder, by default ``$CACHE/server``; it listens on 127.0.0.1 and every request needs
+``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.paths import cache_dir
+
+API_KEY_ENV = "FINETUNE_COURSE_API_KEY"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_UPLOAD_MB = 100.0
+
+
+def default_data_dir() -> Path:
+    """Return the server's default data folder, ``$CACHE/server``."""
+    return cache_dir() / "server"
+
+
+def new_api_key() -> str:
+    """Return a fresh random API key."""
+    return "sk-local-" + secrets.token_urlsafe(24)
+
+
+def run_server(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    api_key: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    max_steps: int | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    aliases: dict[str, str] | None = None,
+) -> None:
+    """Serve the API until interrupted; the key comes from ``api_key``, the environment or is new.
+
+    ``max_steps`` caps every job's training steps (for tests and short workshops);
+    ``aliases`` maps more model names to local models.
+    """
+    import torch
+    import uvicorn
+
+    from helpers.server.app import create_app
+
+    # Training and chat run at the same time, each as one torch thread team: give each half
+    # the cores. Two teams on too few cores wait at every barrier for a preempted thread
+    # (measured on 2 cores: a LoRA step 2.5 s with one thread, 5 to 40 s with two).
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+
+    key = api_key or os.environ.get(API_KEY_ENV)
+    if not key:
+        key = new_api_key()
+        print(f"API key (generated): {key}", flush=True)
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    app = create_app(data_dir, key, max_steps, int(max_upload_mb * 2**20), aliases)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"Warning: listening on {host}, reachable from other machines.", flush=True)
+    print(f"Serving the OpenAI-compatible API at http://{host}:{port}/v1", flush=True)
+    print(f"Data folder: {data_dir}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """Return a TCP port that is free now on ``host``."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LocalServer:
+    """A server running in a subprocess: its ``base_url`` and ``api_key``; ``stop()`` ends it."""
+
+    base_url: str
+    api_key: str
+    data_dir: Path
+    process: subprocess.Popen = field(repr=False)
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server (a running job is marked failed) and wait for it to exit."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def healthy(self) -> bool:
+        """Tell whether the server answers an authenticated health check."""
+        request = urllib.request.Request(
+            self.base_url.removesuffix("/v1") + "/health",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return json.load(response).get("status") == "ok"
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
+
+def start_server(
+    data_dir: str | os.PathLike | None = None,
+    api_key: str | None = None,
+    port: int | None = None,
+    max_steps: int | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    timeout: float = 120.0,
+) -> LocalServer:
+    """Start the server in a subprocess on a free port and wait until it answers.
+
+    Returns a :class:`LocalServer`; use it as a context manager, or call ``stop()``.
+    The server's output goes to ``server.log`` in its data folder.
+    """
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key, port = api_key or new_api_key(), port or free_port()
+    command = [sys.executable, "-m", "helpers", "serve", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--max-upload-mb", str(max_upload_mb)]
+    if max_steps is not None:
+        command += ["--max-steps", str(max_steps)]
+    log = open(data_dir / "server.log", "ab")  # noqa: SIM115 (the child writes to it)
+    # The key travels in the environment, not on the command line that `ps` shows.
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, API_KEY_ENV: key}
+    )
+    log.close()
+    server = LocalServer(f"http://{DEFAULT_HOST}:{port}/v1", key, data_dir, process)
+    deadline = time.monotonic() + timeout
+    while not server.healthy():
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            tail = (data_dir / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"The server did not start; its log ends with:\n{tail}")
+        time.sleep(0.2)
+    return server
+
+
+def _percentile(values: list[float], percent: int) -> float:
+    """Return a percentile of measured values (linear interpolation)."""
+    import statistics
+
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
+def benchmark(requests: int = 10, max_tokens: int = 64) -> dict:
+    """Measure chat latency (idle and while a job trains) and the notebook's default job.
+
+    The job is notebook 01's default: the customer-service sample, ``n_epochs=1``, the
+    other hyperparameters ``"auto"``, on a fresh server with a temporary data folder.
+    """
+    import tempfile
+
+    from openai import OpenAI
+
+    from helpers.paths import sample_path
+
+    prompt = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, start_server(data_dir=tmp) as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+
+        def timed_chats() -> tuple[list[float], list[int]]:
+            seconds, tokens = [], []
+            for _ in range(requests):
+                start = time.perf_counter()
+                reply = client.chat.completions.create(
+                    model="smollm2-135m-instruct",
+                    messages=prompt,
+                    max_tokens=max_tokens,
+                    temperature=0,
+                )
+                seconds.append(time.perf_counter() - start)
+                tokens.append(reply.usage.completion_tokens)
+            return seconds, tokens
+
+        def record(label: str, seconds: list[float], tokens: list[int]) -> None:
+            figures[f"chat p50 {label} (s)"] = round(_percentile(seconds, 50), 2)
+            figures[f"chat p95 {label} (s)"] = round(_percentile(seconds, 95), 2)
+            figures[f"chat new tokens {label} (mean)"] = round(sum(tokens) / len(tokens), 1)
+
+        client.chat.completions.create(  # warm up: loads the model once
+            model="smollm2-135m-instruct", messages=prompt, max_tokens=4
+        )
+        record("idle", *timed_chats())
+        with open(sample_path("customer_service"), "rb") as data:
+            training_file = client.files.create(file=data, purpose="fine-tune")
+        start = time.perf_counter()
+        job = client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18",
+            training_file=training_file.id,
+            hyperparameters={"n_epochs": 1},
+        )
+        while client.fine_tuning.jobs.retrieve(job.id).status in ("validating_files", "queued"):
+            time.sleep(0.5)
+        record("while training", *timed_chats())
+        while (job := client.fine_tuning.jobs.retrieve(job.id)).status == "running":
+            time.sleep(1)
+        figures["job wall time (s)"] = round(time.perf_counter() - start, 1)
+        figures["job status"] = job.status
+        steps = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=1000) if e.data]
+        figures["job steps"] = max((e.data["step"] for e in steps), default=0)
+        figures["job trained tokens"] = job.trained_tokens
+    return figures

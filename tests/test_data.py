@@ -12,6 +12,7 @@ import pytest
 from helpers import data
 from helpers.__main__ import main
 from helpers.chat import tokenize_conversation
+from helpers.evaluate import closes_with_contact_us, greets_hello
 from helpers.paths import samples_dir
 
 USER = {"role": "user", "content": "How do I return a product?"}
@@ -646,9 +647,7 @@ def test_customer_service_style_contract():
     replies = [m["content"] for e in examples for m in e["messages"] if m["role"] == "assistant"]
     assert len(replies) > len(examples)  # the multi-turn examples are included
     for reply in replies:
-        assert reply.startswith("Hello!"), reply
-        last_sentence = re.split(r"(?<=[.!?])\s+", reply.strip())[-1]
-        assert "contact us" in last_sentence, reply
+        assert greets_hello(reply) and closes_with_contact_us(reply), reply
 
 
 def test_samples_are_byte_identical_after_a_round_trip(tmp_path):

@@ -92,6 +92,17 @@ def tokenize_conversation(tokenizer, messages: list[dict], max_seq_length: int) 
     }
 
 
+def show_labels(tokenizer, row: dict) -> str:
+    """Return the decoded tokens of a tokenised row with the trained ones inside ⟦ ⟧."""
+    pieces, trained = [], False
+    for token, label in zip(row["input_ids"], row["labels"], strict=True):
+        if (label != IGNORE_INDEX) != trained:
+            trained = not trained
+            pieces.append("⟦" if trained else "⟧")
+        pieces.append(tokenizer.decode([token]))
+    return "".join(pieces) + ("⟧" if trained else "")
+
+
 @dataclass
 class TokenizationReport:
     """What tokenisation did to a dataset: sizes, trained tokens and truncations."""

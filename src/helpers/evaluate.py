@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -209,6 +211,31 @@ def metrics_table(
     return pd.DataFrame(
         {label: score(replies, references, checks).mean() for label, replies in answers.items()}
     ).T
+
+
+def last_sentence(text: str) -> str:
+    """Return the last sentence of a text (split after ``.``, ``!`` or ``?``)."""
+    return re.split(r"(?<=[.!?])\s+", text.strip())[-1]
+
+
+def greets_hello(reply: str) -> bool:
+    """The customer-service house style: the reply starts with "Hello!"."""
+    return reply.startswith("Hello!")
+
+
+def closes_with_contact_us(reply: str) -> bool:
+    """The customer-service house style: the last sentence invites the user to "contact us"."""
+    return "contact us" in last_sentence(reply).lower()
+
+
+CUSTOMER_SERVICE_CHECKS = {"starts Hello!": greets_hello, "ends contact us": closes_with_contact_us}
+
+
+def save_metrics(metrics: dict, output_dir: str | Path) -> Path:
+    """Write a run's metrics as ``metrics.json`` in ``output_dir`` (batch runs collect them)."""
+    path = Path(output_dir) / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return path
 
 
 def styled(table: pd.DataFrame):

@@ -173,8 +173,28 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """Hide Transformers' own loading and saving bars (each takes about a second here)."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
 def _from_pretrained(loader, name: str, **kwargs):
     """Call ``loader.from_pretrained`` with one clear error when a hub model cannot be reached."""
+    with quiet_progress_bars():
+        return _load(loader, name, **kwargs)
+
+
+def _load(loader, name: str, **kwargs):
+    """Load a local folder, a cached hub model, or a hub model when the hub answers."""
     path = resolve_model_path(name)
     if path != name or Path(name).exists():
         return loader.from_pretrained(path, **kwargs)

@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from helpers.chat import make_collator, tokenize_dataset
-from helpers.models import count_parameters, pick_device, set_seed, use_bf16
+from helpers.models import count_parameters, pick_device, quiet_progress_bars, set_seed, use_bf16
 
 # The seed article's LoRA settings.
 LORA_DEFAULTS = {
@@ -63,7 +63,7 @@ class TrainResult:
     world_size: int = 1
     saved_dir: str | None = None
     saved_size_mb: float | None = None
-    model: object = field(default=None, repr=False, compare=False)
+    model: object = field(default=None, repr=False, compare=False)  # set by finetune()
 
     @property
     def trainable_percent(self) -> float:
@@ -172,20 +172,37 @@ def loss_history(log_history: list[dict]) -> tuple[list, list]:
     return train, evaluation
 
 
+def _declare_tied_weights(model) -> None:
+    """Tell Trainer that tied weights (lm_head = embeddings) are absent from checkpoints on purpose.
+
+    Without this, restoring the best checkpoint warns that ``lm_head.weight`` is missing
+    although it is tied to the embeddings; with it, Trainer re-ties them instead.
+    """
+    tied = getattr(model, "_tied_weights_keys", None)
+    if (
+        tied
+        and getattr(model.config, "tie_word_embeddings", False)
+        and not hasattr(model, "peft_config")
+    ):
+        model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | set(tied)
+
+
 def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None = None):
     """Train with measurements; save the model (or adapter) to ``save_dir``; return a result."""
     if trainer.args.include_num_input_tokens_seen == "no":
         packed = isinstance(trainer.data_collator, DataCollatorWithFlattening)
         trainer.args.include_num_input_tokens_seen = "all" if packed else "non_padding"
+    _declare_tied_weights(trainer.model)
     meter = MeterCallback(str(trainer.args.device))
     trainer.add_callback(meter)
     start = time.perf_counter()
-    trainer.train()
+    with quiet_progress_bars():  # keep the training bar, drop the checkpoint-writing bars
+        trainer.train()
     wall = time.perf_counter() - start
     trainer.remove_callback(meter)
 
     state = trainer.state
-    # Accelerate wraps forward() in bf16 autocast for training; hand back the plain model.
+    # Accelerate wraps forward() in bf16 autocast for training: give the caller's model back plain.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     trainable, total = count_parameters(model)
     train_loss, eval_loss = loss_history(state.log_history)
@@ -207,12 +224,12 @@ def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None
         trainable_params=trainable,
         total_params=total,
         world_size=trainer.args.world_size,
-        model=model,
     )
     if eval_loss:
         result.best_step, result.best_eval_loss = min(eval_loss, key=lambda row: row[1])
     if save_dir is not None:
-        trainer.save_model(str(save_dir))  # writes on the main process only
+        with quiet_progress_bars():
+            trainer.save_model(str(save_dir))  # writes on the main process only
     if save_dir is not None and trainer.is_world_process_zero():
         result.saved_dir = str(save_dir)
         result.saved_size_mb = weights_size(save_dir) / 2**20
@@ -327,7 +344,9 @@ def finetune(
         processing_class=tokenizer,
         callbacks=extra + list(callbacks or []),
     )
-    return run(trainer, output_dir / "final" if save else None, method=method)
+    result = run(trainer, output_dir / "final" if save else None, method=method)
+    result.model = model
+    return result
 
 
 # Keys of a headless training config (``python -m helpers train CONFIG``) and their defaults.
@@ -383,3 +402,59 @@ def train_from_config(config: dict) -> TrainResult:
         lora=config["lora"],
         **config["training"],
     )
+
+
+def lora_parameter_count(config, r: int, target_modules: list[str]) -> int:
+    """Count LoRA parameters by hand from a Llama-style config: r x (d_in + d_out) per matrix."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    hidden, inner = config.hidden_size, config.intermediate_size
+    shapes = {  # (d_in, d_out) of each linear layer in one decoder layer
+        "q_proj": (hidden, config.num_attention_heads * head_dim),
+        "k_proj": (hidden, kv_heads * head_dim),
+        "v_proj": (hidden, kv_heads * head_dim),
+        "o_proj": (config.num_attention_heads * head_dim, hidden),
+        "gate_proj": (hidden, inner),
+        "up_proj": (hidden, inner),
+        "down_proj": (inner, hidden),
+    }
+    per_layer = sum(r * sum(shapes[name]) for name in target_modules)
+    return per_layer * config.num_hidden_layers
+
+
+def process_peak_rss_mb() -> float:
+    """Return this process's peak resident memory so far, in MB (Linux and macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def training_memory_gb(
+    total_params: int,
+    trainable_params: int,
+    weight_bytes: int = 4,
+    tokens: int = 0,
+    layers: int = 0,
+    hidden: int = 0,
+    heads: int = 0,
+    seq_len: int = 1,
+) -> dict:
+    """Estimate training memory in GB: weights, gradients, Adam states and activations.
+
+    Trainable weights keep fp32 gradients (4 bytes) and two fp32 Adam moments (8 bytes);
+    frozen weights only their own bytes. Activations use the estimate of Korthikanti et
+    al. (2022) for 16-bit activations without recomputation: per layer and token,
+    ``34 * hidden + 5 * heads * seq_len`` bytes.
+    """
+    gb = 1e9
+    activations = tokens * layers * (34 * hidden + 5 * heads * seq_len)
+    figures = {
+        "weights": total_params * weight_bytes / gb,
+        "gradients": trainable_params * 4 / gb,
+        "adam_states": trainable_params * 8 / gb,
+        "activations": activations / gb,
+    }
+    figures["total"] = sum(figures.values())
+    return figures

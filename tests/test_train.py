@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from helpers import models
-from helpers.train import LORA_DEFAULTS, finetune
+from helpers.train import LORA_DEFAULTS, finetune, lora_parameter_count, training_memory_gb
 
 EXAMPLES = [
     {
@@ -209,3 +209,73 @@ def test_saved_full_model_is_a_transformers_folder(tiny, tmp_path):
         model, tokenizer, EXAMPLES, method="full", output_dir=tmp_path, num_train_epochs=1, **FAST
     )
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "final").config.hidden_size == 64
+
+
+def test_lora_count_by_hand_matches_peft(tiny):
+    model, _ = tiny
+    target_modules = ["q_proj", "v_proj", "down_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=target_modules))
+    by_hand = lora_parameter_count(model.config, 4, target_modules)
+    assert by_hand == models.count_parameters(peft_model)[0] > 0
+
+
+def test_lora_count_for_llama2_7b_is_the_articles_0_06_percent():
+    llama2 = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    )
+    assert lora_parameter_count(llama2, 8, ["q_proj", "v_proj"]) == 32 * 2 * 8 * (4096 + 4096)
+
+
+def test_memory_model_charges_optimizer_state_to_trainable_weights_only():
+    shape = dict(tokens=512, layers=30, hidden=576, heads=9, seq_len=128)
+    full = training_memory_gb(1_000_000, 1_000_000, 4, **shape)
+    lora = training_memory_gb(1_000_000, 10_000, 4, **shape)
+    assert full["weights"] == lora["weights"] == 0.004
+    assert full["gradients"] == 0.004 and lora["gradients"] == 0.00004
+    assert full["adam_states"] == 0.008 and full["activations"] == lora["activations"]
+    recomputed = training_memory_gb(1_000_000, 1_000_000, 4, recompute=True, **shape)
+    assert recomputed["activations"] < full["activations"] / 10
+
+
+def test_a_second_run_on_the_same_model_still_trains_in_bf16(tiny, tokenizer, tmp_path):
+    model, _ = tiny
+    autocast_seen = []
+    model.model.layers[0].register_forward_hook(
+        lambda *_: autocast_seen.append(torch.is_autocast_enabled("cpu"))
+    )
+    for run_dir in ("first", "second"):
+        autocast_seen.clear()
+        finetune(
+            model,
+            tokenizer,
+            EXAMPLES,
+            output_dir=tmp_path / run_dir,
+            max_steps=1,
+            bf16=True,
+            use_cpu=True,
+            save=False,
+            **FAST,
+        )
+        assert autocast_seen and all(autocast_seen), f"{run_dir} run trained without bf16"
+    # And the returned model is plain again: evaluation runs in fp32.
+    autocast_seen.clear()
+    with torch.no_grad():
+        logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert autocast_seen == [False] and logits.dtype == torch.float32
+
+
+def test_memory_meter_sees_a_short_peak_between_samples():
+    from helpers.train import MemoryMeter
+
+    models.release_memory()  # so the block below needs fresh pages, not freed ones
+    meter = MemoryMeter("cpu")
+    meter.start()
+    block = torch.ones(256 * 2**20 // 4)  # 256 MB, touched, then freed before stop()
+    del block
+    meter.stop()
+    assert meter.peak_mb - meter.start_mb > 200

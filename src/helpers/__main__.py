@@ -229,7 +229,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         method=args.method,
         steps=args.steps,
         batch_size=args.batch_size,
-        packing=not args.no_packing,
+        packing=args.packing,
     )
     print(format_table(figures))
     if args.json:
@@ -333,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench-train", help="seed pipeline vs course pipeline throughput")
     bench.add_argument("--model", default=models.EMBEDDED_MODEL, help="model to train")
     bench.add_argument("--method", choices=["lora", "full"], default="lora")
-    bench.add_argument("--steps", type=int, default=4, help="timed optimizer steps per pipeline")
+    bench.add_argument("--steps", type=int, default=6, help="timed optimizer steps per pipeline")
     bench.add_argument("--batch-size", type=int, default=4, help="examples per step")
-    bench.add_argument("--no-packing", action="store_true", help="dynamic padding, no packing")
+    bench.add_argument("--packing", action="store_true", help="pack each batch into one row")
     bench.add_argument("--json", action="store_true", help="also print the figures as JSON")
     bench.set_defaults(func=cmd_bench_train)
 

@@ -5,8 +5,8 @@ tokens) through Transformers' ``Trainer`` on the same machine, in one run:
 
 - *seed*: every example tokenised to ``max_length=512`` with padding, fp32, loss on
   every token (``DataCollatorForLanguageModeling``), as the article's code does;
-- *course*: dynamic padding or packing, bf16 autocast where the CPU supports it,
-  loss on the assistant's tokens only.
+- *course*: dynamic padding of length-grouped batches (or packing), bf16 autocast
+  where the CPU supports it, loss on the assistant's tokens only.
 
 Model FLOPs utilisation (MFU) = FLOPs per token x tokens per second / peak, with
 6 x parameters FLOPs per token for full fine-tuning and 4 x for LoRA (frozen
@@ -15,14 +15,16 @@ weights need no weight gradients), against a matmul peak measured on the spot.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from transformers import DataCollatorForLanguageModeling, Trainer
 
 from helpers.chat import ensure_chat_template, make_collator, tokenize_dataset
-from helpers.models import load_base_model, use_bf16
-from helpers.train import apply_lora, run, training_arguments
+from helpers.models import count_parameters, load_base_model, use_bf16
+from helpers.train import apply_lora, process_peak_rss_mb, run, training_arguments
 
 
 def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -53,9 +55,7 @@ def seed_dataset(examples: list[dict], tokenizer, max_length: int = 512):
     return Dataset.from_dict(dict(encoded))
 
 
-def _train(
-    model, tokenizer, dataset, collator, output_dir, bf16: bool, steps: int, batch_size: int
-):
+def _train(model, tokenizer, dataset, collator, output_dir, bf16, steps, batch_size, sampling):
     """Train ``steps`` optimizer steps without evaluation or saving; return the TrainResult."""
     args = training_arguments(
         output_dir,
@@ -66,7 +66,8 @@ def _train(
         learning_rate=1e-4,
         logging_steps=steps,
         disable_tqdm=True,
-        train_sampling_strategy="sequential",
+        train_sampling_strategy=sampling,
+        seed=0,
     )
     trainer = Trainer(
         model=model,
@@ -78,37 +79,76 @@ def _train(
     return run(trainer)
 
 
-def bench_train(
-    model_name: str = "smollm2-135m-instruct",
-    examples: list[dict] | None = None,
-    method: str = "lora",
-    steps: int = 4,
-    batch_size: int = 4,
-    packing: bool = True,
-    bf16: bool | None = None,
-    output_dir: str = "runs/bench-train",
+def train_pipeline(
+    pipeline: str,
+    model_name: str,
+    examples: list[dict],
+    method: str,
+    steps: int,
+    batch_size: int,
+    packing: bool,
+    bf16: bool,
+    output_dir: str,
 ) -> dict:
-    """Train the seed pipeline and the course pipeline on the same examples; return figures."""
+    """Train one pipeline ("seed" or "course") for ``steps`` steps; return its figures."""
     model, tokenizer = load_base_model(model_name, device="cpu")
     ensure_chat_template(tokenizer)
     if method == "lora":
         model = apply_lora(model)
+    if pipeline == "seed":
+        run_args = (
+            seed_dataset(examples, tokenizer),
+            DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            False,
+            "sequential",
+        )
+    else:
+        dataset, _ = tokenize_dataset(examples, tokenizer, max_seq_length=512)
+        run_args = (dataset, make_collator(tokenizer, packing=packing), bf16, "group_by_length")
+    dataset, collator, precision, sampling = run_args
+    # One untimed step first warms up the kernels, the allocator and the thread pool.
+    _train(model, tokenizer, dataset, collator, output_dir, precision, 1, batch_size, sampling)
+    result = _train(
+        model, tokenizer, dataset, collator, output_dir, precision, steps, batch_size, sampling
+    )
+    return {
+        "tokens_per_s": result.tokens_per_second,
+        "seconds_per_step": result.seconds_per_step,
+        "peak_rss_mb": process_peak_rss_mb(),
+    }
+
+
+def _in_fresh_process(function, *args):
+    """Run ``function(*args)`` in a new Python process, so that runs cannot disturb each other."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def bench_train(
+    model_name: str = "smollm2-135m-instruct",
+    examples: list[dict] | None = None,
+    method: str = "lora",
+    steps: int = 6,
+    batch_size: int = 4,
+    packing: bool = False,
+    bf16: bool | None = None,
+    output_dir: str = "runs/bench-train",
+) -> dict:
+    """Train the seed pipeline and the course pipeline on the same examples; return figures.
+
+    Each pipeline trains one pass over the same ``steps * batch_size`` examples (so the
+    same useful tokens) in its own fresh process, so peak memory is its own.
+    """
     examples = examples[: steps * batch_size]
     bf16 = use_bf16("cpu", bf16)
-    base_parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    flops_per_token = (4 if method == "lora" else 6) * base_parameters
+    settings = (model_name, examples, method, steps, batch_size, packing, bf16, output_dir)
+    seed = _in_fresh_process(train_pipeline, "seed", *settings)
+    ours = _in_fresh_process(train_pipeline, "course", *settings)
 
-    seed_data = seed_dataset(examples, tokenizer)
-    seed_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    ours_data, report = tokenize_dataset(examples, tokenizer, max_seq_length=512)
-    ours_collator = make_collator(tokenizer, packing=packing)
-
-    # One untimed step of each warms up the allocator, kernels and thread pools.
-    _train(model, tokenizer, seed_data, seed_collator, output_dir, False, 1, batch_size)
-    _train(model, tokenizer, ours_data, ours_collator, output_dir, bf16, 1, batch_size)
-    seed = _train(model, tokenizer, seed_data, seed_collator, output_dir, False, steps, batch_size)
-    ours = _train(model, tokenizer, ours_data, ours_collator, output_dir, bf16, steps, batch_size)
-
+    model, tokenizer = load_base_model(model_name, device="cpu")
+    _, report = tokenize_dataset(examples, tokenizer, max_seq_length=512)
+    flops_per_token = (4 if method == "lora" else 6) * count_parameters(model)[1]
     peak_fp32 = matmul_peak_flops(torch.float32)
     peak_ours = matmul_peak_flops(torch.bfloat16) if bf16 else peak_fp32
     return {
@@ -119,15 +159,15 @@ def bench_train(
         "batch_size": batch_size,
         "useful_tokens": report.tokens,
         "trained_tokens_course": report.trained_tokens,
-        "baseline_tokens_per_s": seed.tokens_per_second,
-        "baseline_seconds_per_step": seed.seconds_per_step,
-        "baseline_peak_rss_mb": seed.peak_memory_mb,
-        "baseline_mfu": flops_per_token * seed.tokens_per_second / peak_fp32,
-        "tokens_per_s": ours.tokens_per_second,
-        "seconds_per_step": ours.seconds_per_step,
-        "peak_rss_mb": ours.peak_memory_mb,
-        "speedup": ours.tokens_per_second / seed.tokens_per_second,
-        "mfu": flops_per_token * ours.tokens_per_second / peak_ours,
+        "baseline_tokens_per_s": seed["tokens_per_s"],
+        "baseline_seconds_per_step": seed["seconds_per_step"],
+        "baseline_peak_rss_mb": seed["peak_rss_mb"],
+        "baseline_mfu": flops_per_token * seed["tokens_per_s"] / peak_fp32,
+        "tokens_per_s": ours["tokens_per_s"],
+        "seconds_per_step": ours["seconds_per_step"],
+        "peak_rss_mb": ours["peak_rss_mb"],
+        "speedup": ours["tokens_per_s"] / seed["tokens_per_s"],
+        "mfu": flops_per_token * ours["tokens_per_s"] / peak_ours,
         "dtype": "bf16" if bf16 else "fp32",
         "packing": packing,
         "flops_per_token": flops_per_token,
@@ -141,7 +181,7 @@ def format_table(figures: dict) -> str:
     rows = [
         ("", "seed pipeline", "course pipeline", "ratio"),
         ("precision", "fp32", figures["dtype"], ""),
-        ("padding", "to 512", "packed" if figures["packing"] else "dynamic", ""),
+        ("padding", "to 512", "packed" if figures["packing"] else "per batch, grouped", ""),
         (
             "useful tokens/s",
             f"{figures['baseline_tokens_per_s']:.0f}",

@@ -9,6 +9,9 @@ folder in the cache and load that folder from then on.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import importlib.util
 import json
 import os
@@ -226,17 +229,29 @@ def load_tokenizer(name: str = EMBEDDED_MODEL):
 
 
 def load_base_model(
-    name: str = EMBEDDED_MODEL, device: str | None = None, dtype: torch.dtype = torch.float32
+    name: str = EMBEDDED_MODEL,
+    device: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
 ):
-    """Load ``(model, tokenizer)``: the embedded model by default, else a hub id or local folder."""
+    """Load ``(model, tokenizer)``: the embedded model by default, else a hub id or local folder.
+
+    ``attn_implementation`` defaults to "eager" on a CPU, where for this course's short
+    sequences it trained about 15% faster than PyTorch's SDPA kernel (and generated as
+    fast), and to the library's choice elsewhere.
+    """
     from transformers import AutoModelForCausalLM
 
+    device = device or pick_device()
     if name == TINY_MODEL:
         model, tokenizer = tiny_model()
-        return model.to(device or pick_device()).eval(), tokenizer
+        return model.to(device).eval(), tokenizer
+    attn_implementation = attn_implementation or ("eager" if device == "cpu" else None)
     tokenizer = load_tokenizer(name)
-    model = _from_pretrained(AutoModelForCausalLM, name, dtype=dtype)
-    model.to(device or pick_device())
+    model = _from_pretrained(
+        AutoModelForCausalLM, name, dtype=dtype, attn_implementation=attn_implementation
+    )
+    model.to(device)
     model.eval()
     return model, tokenizer
 
@@ -302,6 +317,19 @@ def autocast(device: str | None = None, bf16: bool | None = None):
     if not use_bf16(device, bf16):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def release_memory() -> None:
+    """Free unreachable objects and give freed memory back to the operating system.
+
+    On Linux, glibc keeps memory that freed tensors leave in its heap; ``malloc_trim``
+    hands it back, so the next big step (a training run) starts from a lower peak.
+    """
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def set_seed(seed: int) -> None:

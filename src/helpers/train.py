@@ -10,7 +10,6 @@ sweeps.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,41 +84,71 @@ class TrainResult:
         return values
 
 
-class MemoryMeter:
-    """Peak memory of a block of work: CUDA allocations, or the process RSS sampled on CPU."""
+_peak_before_resets_mb = 0.0  # the process peak as it was before MemoryMeter reset it
 
-    def __init__(self, device: str, interval: float = 0.02):
-        self.device, self.interval = device, interval
+
+def _kernel_peak_mb() -> float | None:
+    """Return Linux's record of this process's peak RSS (VmHWM) in MB, or None elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**10
+    return None
+
+
+def _reset_kernel_peak() -> bool:
+    """Reset Linux's peak-RSS record to the current RSS; return whether that worked."""
+    global _peak_before_resets_mb
+    before = _kernel_peak_mb()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    _peak_before_resets_mb = max(_peak_before_resets_mb, before or 0.0)
+    return True
+
+
+class MemoryMeter:
+    """Peak memory of a block of work: CUDA allocations, or the process's peak RSS on a CPU.
+
+    On Linux the kernel's own peak-RSS record is reset at the start and read at the end,
+    which is exact and costs nothing. A sampling thread would be neither: on a 2-core
+    machine its wake-ups stall torch's worker threads (training steps took 1.5x longer).
+    Elsewhere the RSS is sampled at step boundaries, which can miss short peaks.
+    """
+
+    def __init__(self, device: str):
+        self.device = device
         self.start_mb = self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._kernel_peak = False
 
     def _current_mb(self) -> float:
         if self.device.startswith("cuda"):
             return torch.cuda.memory_allocated() / 2**20
         return psutil.Process().memory_info().rss / 2**20
 
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, self._current_mb())
-
     def start(self) -> None:
         """Start measuring from now."""
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
+        else:
+            self._kernel_peak = _reset_kernel_peak()
         self.start_mb = self.peak_mb = self._current_mb()
-        if not self.device.startswith("cuda"):
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+
+    def sample(self) -> None:
+        """Record the memory in use now (a fallback where no peak record exists)."""
+        self.peak_mb = max(self.peak_mb, self._current_mb())
 
     def stop(self) -> None:
         """Stop measuring; ``peak_mb`` then holds the peak."""
-        if self._thread:
-            self._stop.set()
-            self._thread.join()
+        self.sample()
         if self.device.startswith("cuda"):
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        self.peak_mb = max(self.peak_mb, self._current_mb())
+            self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated() / 2**20)
+        elif self._kernel_peak:
+            self.peak_mb = max(self.peak_mb, _kernel_peak_mb() or 0.0)
 
 
 class MeterCallback(TrainerCallback):
@@ -138,6 +167,7 @@ class MeterCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step_seconds += time.perf_counter() - self._step_start
+        self.memory.sample()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.memory.stop()
@@ -172,6 +202,18 @@ def loss_history(log_history: list[dict]) -> tuple[list, list]:
     return train, evaluation
 
 
+def _restore_forward(model) -> None:
+    """Return a model to its state before Accelerate prepared it for mixed precision.
+
+    Accelerate wraps ``forward`` in bf16 autocast and marks the model as prepared. Left
+    wrapped, evaluation after training silently runs in bf16; unwrapped but still marked,
+    the next Trainer skips preparing it and trains in fp32 (twice as slow here). Dropping
+    all three instance attributes restores the class's own ``forward``.
+    """
+    for name in ("_original_forward", "forward", "_is_accelerate_prepared"):
+        model.__dict__.pop(name, None)
+
+
 def _declare_tied_weights(model) -> None:
     """Tell Trainer that tied weights (lm_head = embeddings) are absent from checkpoints on purpose.
 
@@ -202,8 +244,8 @@ def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None
     trainer.remove_callback(meter)
 
     state = trainer.state
-    # Accelerate wraps forward() in bf16 autocast for training: give the caller's model back plain.
-    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    model = trainer.model
+    _restore_forward(model)
     trainable, total = count_parameters(model)
     train_loss, eval_loss = loss_history(state.log_history)
     result = TrainResult(
@@ -258,11 +300,14 @@ def training_arguments(
         "remove_unused_columns": False,
         "dataloader_pin_memory": False,
         "ddp_find_unused_parameters": False,  # every weight takes part in a causal LM's forward
+        # Batches of similar lengths waste little on padding (shuffled, seeded groups).
+        "train_sampling_strategy": "group_by_length",
     }
     if has_eval:
         values.update(
             eval_strategy="steps",
             eval_steps=eval_steps,
+            prediction_loss_only=True,  # collecting every logit would cost ~1 GB here
             save_strategy="steps",
             save_steps=eval_steps,
             load_best_model_at_end=True,
@@ -428,7 +473,8 @@ def process_peak_rss_mb() -> float:
     import sys
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    peak = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return max(peak, _peak_before_resets_mb)
 
 
 def training_memory_gb(
@@ -440,16 +486,20 @@ def training_memory_gb(
     hidden: int = 0,
     heads: int = 0,
     seq_len: int = 1,
+    recompute: bool = False,
 ) -> dict:
     """Estimate training memory in GB: weights, gradients, Adam states and activations.
 
     Trainable weights keep fp32 gradients (4 bytes) and two fp32 Adam moments (8 bytes);
     frozen weights only their own bytes. Activations use the estimate of Korthikanti et
-    al. (2022) for 16-bit activations without recomputation: per layer and token,
-    ``34 * hidden + 5 * heads * seq_len`` bytes.
+    al. (2022) for 16-bit activations: per layer and token ``34 * hidden + 5 * heads *
+    seq_len`` bytes, or with ``recompute`` (activation checkpointing) ``2 * hidden`` bytes
+    per layer for the saved layer inputs plus one layer's full activations.
     """
     gb = 1e9
-    activations = tokens * layers * (34 * hidden + 5 * heads * seq_len)
+    per_layer = 34 * hidden + 5 * heads * seq_len
+    kept_layers = layers * per_layer if not recompute else layers * 2 * hidden + per_layer
+    activations = tokens * kept_layers
     figures = {
         "weights": total_params * weight_bytes / gb,
         "gradients": trainable_params * 4 / gb,

@@ -67,6 +67,7 @@ notebooks: model
 
 bench: model
 	$(PY) -m helpers info --timing
+	$(PY) -m helpers bench-train
 
 clean:
 	rm -rf runs .pytest_cache

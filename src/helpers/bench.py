@@ -96,16 +96,13 @@ def train_pipeline(
     if method == "lora":
         model = apply_lora(model)
     if pipeline == "seed":
-        run_args = (
-            seed_dataset(examples, tokenizer),
-            DataCollatorForLanguageModeling(tokenizer, mlm=False),
-            False,
-            "sequential",
-        )
+        dataset = seed_dataset(examples, tokenizer)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        precision, sampling = False, "sequential"
     else:
         dataset, _ = tokenize_dataset(examples, tokenizer, max_seq_length=512)
-        run_args = (dataset, make_collator(tokenizer, packing=packing), bf16, "group_by_length")
-    dataset, collator, precision, sampling = run_args
+        collator = make_collator(tokenizer, packing=packing)
+        precision, sampling = bf16, "group_by_length"
     # One untimed step first warms up the kernels, the allocator and the thread pool.
     _train(model, tokenizer, dataset, collator, output_dir, precision, 1, batch_size, sampling)
     result = _train(

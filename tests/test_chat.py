@@ -1,8 +1,12 @@
 """Tokenisation: assistant-only labels, the end-of-turn label, prompts, truncation, packing."""
 
+import copy
+import warnings
+
 import pytest
 import torch
 
+from helpers import chat, models
 from helpers.chat import (
     IGNORE_INDEX,
     ensure_chat_template,
@@ -134,3 +138,123 @@ def test_base_models_without_a_template_get_chatml(tokenizer):
     ensure_chat_template(bare)
     row = tokenize_conversation(bare, SINGLE, 512)
     assert labelled_text(bare, row) == [SINGLE[-1]["content"] + bare.eos_token]
+
+
+def test_tokenizer_set_up_has_one_home(tokenizer):
+    assert chat.ensure_chat_template is models.ensure_chat_template
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template, bare.pad_token = None, None
+    models.ensure_chat_template(bare)
+    assert bare.chat_template == models.CHATML_TEMPLATE and bare.pad_token == bare.eos_token
+
+
+# --- a conversation the assistant opens -------------------------------------------------------
+
+OPENER = [
+    {"role": "assistant", "content": "Hello! Welcome to XYZ Corp. How can I help?"},
+    {"role": "user", "content": "Where is my order?"},
+    {"role": "assistant", "content": "Hello! It ships tomorrow. Please contact us."},
+]
+
+
+def test_an_assistant_opener_trains_with_the_default_system_prompt(tokenizer):
+    row = tokenize_conversation(tokenizer, OPENER, 512)
+    text = tokenizer.decode(row["input_ids"])
+    assert text == tokenizer.apply_chat_template(OPENER, tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert labelled_text(tokenizer, row) == [
+        OPENER[0]["content"] + "<|im_end|>",
+        OPENER[2]["content"] + "<|im_end|>",
+    ]
+
+
+def test_an_assistant_opener_with_the_tiny_models_tokenizer_and_chatml(tiny):
+    model, tiny_tokenizer = tiny
+    bare = copy.deepcopy(tiny_tokenizer)
+    bare.chat_template = None
+    ensure_chat_template(bare)  # ChatML: no default system prompt
+    for tok in (tiny_tokenizer, bare):
+        dataset, report = tokenize_dataset([{"messages": OPENER}, {"messages": SINGLE}], tok)
+        assert report.dropped_lines == [] and len(dataset) == 2
+        row = dataset[0]
+        assert labelled_text(tok, row) == [m["content"] + tok.eos_token for m in OPENER[::2]]
+        with torch.no_grad():
+            loss = model(
+                torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]])
+            ).loss
+        assert torch.isfinite(loss)
+    assert tok.decode(row["input_ids"]).startswith("<|im_start|>assistant\n" + OPENER[0]["content"])
+
+
+# --- rows with nothing to train on ------------------------------------------------------------
+
+SILENT = [
+    SYSTEM,
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!", "weight": 0},
+]
+
+
+def test_rows_with_nothing_to_train_on_are_dropped_with_one_warning(tokenizer):
+    examples = [
+        {"messages": SINGLE},
+        {"messages": SILENT},
+        {"messages": MULTI},
+        {"messages": SILENT},
+    ]
+    with pytest.warns(UserWarning) as caught:
+        dataset, report = tokenize_dataset(examples, tokenizer)
+    assert [str(w.message) for w in caught if "nothing to train" in str(w.message)] == [
+        "2 of 4 examples have nothing to train on (every assistant reply has weight 0, or "
+        "truncation at max_seq_length=512 cut all of them) and were dropped: examples 2, 4."
+    ]
+    assert report.dropped_lines == [2, 4] and report.without_labels == 2 and report.examples == 4
+    assert len(dataset) == 2 and all(any(x != IGNORE_INDEX for x in r) for r in dataset["labels"])
+    kept = [tokenize_conversation(tokenizer, c, 512) for c in (SINGLE, MULTI)]
+    assert dataset["input_ids"] == [r["input_ids"] for r in kept]
+    assert report.tokens == sum(len(r["input_ids"]) for r in kept)
+    assert "2 dropped, with nothing to train on (examples [2, 4])" in str(report)
+
+
+def test_truncation_that_cuts_every_reply_drops_the_row(tokenizer):
+    prompt = render_prompt(tokenizer, SINGLE[:-1])
+    cut = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])  # all prompt, no reply
+    shorter = [SYSTEM, {"role": "user", "content": "Hi"}, SINGLE[-1]]  # its reply starts earlier
+    examples = [{"messages": SINGLE}, {"messages": shorter}]
+    with pytest.warns(UserWarning) as caught:
+        dataset, report = tokenize_dataset(examples, tokenizer, max_seq_length=cut)
+    truncated, dropped = (str(w.message) for w in caught)
+    assert truncated.startswith("2 of 2 examples were truncated")
+    assert dropped.startswith("1 of 2 examples have nothing") and dropped.endswith("examples 1.")
+    assert report.truncated_lines == [1, 2] and report.dropped_lines == [1] and len(dataset) == 1
+    assert report.trained_tokens > 0
+
+
+def test_no_row_left_to_train_on_is_a_clear_error(tokenizer):
+    with pytest.raises(ValueError, match="None of the 2 examples has anything to train on"):
+        tokenize_dataset([{"messages": SILENT}] * 2, tokenizer)
+
+
+def test_a_clean_dataset_gives_no_warning(tokenizer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset, report = tokenize_dataset([{"messages": SINGLE}], tokenizer)
+    assert report.dropped_lines == [] and "dropped" not in str(report) and len(dataset) == 1
+
+
+# --- content given as text parts ------------------------------------------------------------
+
+
+def test_text_parts_train_as_their_joined_text(tokenizer):
+    parts = copy.deepcopy(MULTI)
+    parts[0]["content"] = [
+        {"type": "text", "text": "You are the assistant"},
+        {"type": "text", "text": "for XYZ Corp."},
+    ]
+    parts[4]["content"] = [{"type": "text", "text": MULTI[4]["content"]}]
+    joined = copy.deepcopy(MULTI)
+    joined[0]["content"] = "You are the assistant\nfor XYZ Corp."
+    assert tokenize_conversation(tokenizer, parts, 512) == tokenize_conversation(
+        tokenizer, joined, 512
+    )
+    assert render_prompt(tokenizer, parts[:4]) == render_prompt(tokenizer, joined[:4])

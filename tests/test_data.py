@@ -63,9 +63,36 @@ ERRORS = [
     ("unknown_role", line({"role": "User", "content": "hi"}, REPLY)),
     ("missing_content", line({"role": "user"}, REPLY)),
     ("missing_content", line({"role": "user", "content": None}, REPLY)),
-    ("content_not_string", line({"role": "user", "content": [{"type": "text"}]}, REPLY)),
     ("content_not_string", line({"role": "user", "content": 7}, REPLY)),
+    (
+        "content_not_string",
+        line({"role": "user", "content": {"type": "text", "text": "hi"}}, REPLY),
+    ),
     ("empty_content", line({"role": "user", "content": " \n\t"}, REPLY)),
+    ("empty_content", line({"role": "user", "content": []}, REPLY)),
+    (
+        "empty_content",
+        line(USER, {"role": "assistant", "content": [{"type": "text", "text": " "}]}),
+    ),
+    ("invalid_content_part", line({"role": "user", "content": [{"type": "text"}]}, REPLY)),
+    (
+        "invalid_content_part",
+        line({"role": "user", "content": [{"type": "text", "text": 1}]}, REPLY),
+    ),
+    ("invalid_content_part", line({"role": "user", "content": ["hi"]}, REPLY)),
+    ("invalid_content_part", line({"role": "user", "content": [{"text": "hi"}]}, REPLY)),
+    ("invalid_content_part", line({"role": "user", "content": [{"type": "input_text"}]}, REPLY)),
+    ("invalid_content_part", line({"role": "user", "content": [{"type": ["text"]}]}, REPLY)),
+    ("unsupported_content_part", line({"role": "user", "content": [{"type": "image_url"}]}, REPLY)),
+    (
+        "unsupported_content_part",
+        line({"role": "user", "content": [{"type": "input_audio"}]}, REPLY),
+    ),
+    ("unsupported_content_part", line({"role": "user", "content": [{"type": "file"}]}, REPLY)),
+    (
+        "unsupported_content_part",
+        line(USER, {"role": "assistant", "content": [{"type": "refusal"}]}),
+    ),
     ("empty_content", line(USER, {"role": "assistant", "content": ""})),
     ("no_assistant_message", line(USER)),
     ("last_not_assistant", line(USER, REPLY, USER)),
@@ -405,7 +432,7 @@ def test_token_stats_on_a_tiny_list(tokenizer):
     counts = [data.count_openai_tokens(e["messages"]) for e in (short, long)]
     assert openai["counts"] == counts and openai["total"] == sum(counts)
     assert (openai["min"], openai["max"], openai["p50"]) == (counts[0], counts[1], sum(counts) / 2)
-    assert openai["p90"] == pytest.approx(counts[0] + 0.9 * (counts[1] - counts[0]))
+    assert openai["p90"] == (counts[0] + 9 * counts[1]) / 10  # exact: 90% of the way up
     assert (openai["library"], openai["encoding"], openai["over_limit"]) == (
         "bpe-openai",
         "o200k_base",
@@ -467,10 +494,13 @@ def test_default_epochs_follows_openais_heuristic():
         data.default_epochs(0)
 
 
-def test_price_table_is_labelled():
-    assert data.PRICES_PER_1K_TRAINING_TOKENS["gpt-4o-mini-2024-07-18"] == 0.003
-    assert data.PRICES_PER_1K_TRAINING_TOKENS["gpt-3.5-turbo (seed article)"] == 0.012
+def test_every_priced_model_can_be_counted_and_priced():
     assert re.fullmatch(r"\d{4}-\d{2}", data.PRICES_AS_OF)
+    for model, price in data.PRICES_PER_1K_TRAINING_TOKENS.items():
+        cost = data.estimate_cost([GOOD], model=model, epochs=1)
+        assert cost["price_per_1k"] == price and cost["tokens_per_epoch"] > 0
+        dated = model != data.SEED_ARTICLE_PRICE
+        assert (data.PRICES_AS_OF in cost["price_source"]) == dated, model
 
 
 # --- noise ----------------------------------------------------------------------------------

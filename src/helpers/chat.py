@@ -12,29 +12,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+from helpers.data import plain_messages
+from helpers.models import ensure_chat_template  # also importable from here, as before
+
 IGNORE_INDEX = -100
-
-# A ChatML template for base models that ship without one (e.g. Llama-2 base).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + eos_token + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-def ensure_chat_template(tokenizer) -> None:
-    """Give a tokenizer without a chat template a ChatML one that ends turns with its EOS token."""
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+_REPLY_MARK = "\ue000reply\ue000"  # stands in for a reply to find where the template puts it
 
 
 def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
     return tokenizer.apply_chat_template(
-        plain, tokenize=False, add_generation_prompt=add_generation_prompt
+        plain_messages(messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
 
 
@@ -48,6 +35,19 @@ def prompt_messages(messages: list[dict]) -> list[dict]:
     return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
 
 
+def _prompt_before(tokenizer, messages: list[dict], index: int) -> str:
+    """Return the rendered text that comes before the reply ``messages[index]``.
+
+    That is the generation prompt of the conversation so far; when the assistant speaks
+    first there is no conversation to render, so the template's text before a marker
+    reply is used (it includes a default system prompt, if the template adds one).
+    """
+    if index > 0:
+        return _render(tokenizer, messages[:index], add_generation_prompt=True)
+    marked = _render(tokenizer, [{"role": "assistant", "content": _REPLY_MARK}])
+    return marked.partition(_REPLY_MARK)[0]
+
+
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """Render a conversation; return the text and the character spans of the trained replies.
 
@@ -59,7 +59,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     for index, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        prompt = _render(tokenizer, messages[:index], add_generation_prompt=True)
+        prompt = _prompt_before(tokenizer, messages, index)
         through_reply = _render(tokenizer, messages[: index + 1])
         if not (text.startswith(through_reply) and through_reply.startswith(prompt)):
             raise ValueError(
@@ -105,7 +105,11 @@ def show_labels(tokenizer, row: dict) -> str:
 
 @dataclass
 class TokenizationReport:
-    """What tokenisation did to a dataset: sizes, trained tokens and truncations."""
+    """What tokenisation did: sizes, trained tokens, truncations and dropped examples.
+
+    ``examples`` counts the examples given; the token counts describe the dataset, which
+    leaves out the examples with nothing to train on (``dropped_lines``, 1-based).
+    """
 
     examples: int = 0
     tokens: int = 0
@@ -113,6 +117,7 @@ class TokenizationReport:
     truncated: int = 0
     truncated_lines: list[int] = field(default_factory=list)
     without_labels: int = 0
+    dropped_lines: list[int] = field(default_factory=list)
     max_seq_length: int = 0
 
     def __str__(self) -> str:
@@ -122,15 +127,27 @@ class TokenizationReport:
         )
         if self.truncated:
             text += f" (examples {self.truncated_lines[:10]})"
-        if self.without_labels:
-            text += f"; {self.without_labels} with nothing left to train on"
+        if self.dropped_lines:
+            text += (
+                f"; {len(self.dropped_lines)} dropped, with nothing to train on "
+                f"(examples {self.dropped_lines[:10]})"
+            )
         return text
+
+
+def _numbers(lines: list[int], shown: int = 10) -> str:
+    """Return example numbers as "2, 5, 9": the first ``shown`` of them, then how many more."""
+    head = ", ".join(map(str, lines[:shown]))
+    return head + (f" and {len(lines) - shown} more" if len(lines) > shown else "")
 
 
 def tokenize_dataset(examples: list[dict], tokenizer, max_seq_length: int = 512):
     """Tokenise chat examples into a ``datasets.Dataset``; return it with a TokenizationReport.
 
-    Truncation is never silent: the report counts the examples cut at ``max_seq_length``.
+    Nothing is silent: the report counts the examples cut at ``max_seq_length``, and
+    examples left with no trained token (every reply ``weight: 0``, or cut away) are
+    dropped with a warning, since a batch of them would make the loss 0/0. Raises
+    ValueError when no example is left.
     """
     from datasets import Dataset
 
@@ -141,22 +158,40 @@ def tokenize_dataset(examples: list[dict], tokenizer, max_seq_length: int = 512)
         row = tokenize_conversation(tokenizer, example["messages"], max_seq_length)
         trained = sum(label != IGNORE_INDEX for label in row["labels"])
         report.examples += 1
-        report.tokens += len(row["input_ids"])
-        report.trained_tokens += trained
         if row.pop("truncated"):
             report.truncated += 1
             report.truncated_lines.append(number)
         if trained == 0:
             report.without_labels += 1
+            report.dropped_lines.append(number)
+            continue
+        report.tokens += len(row["input_ids"])
+        report.trained_tokens += trained
         rows.append(row)
+    _warn(report)
+    return Dataset.from_list(rows), report
+
+
+def _warn(report: TokenizationReport) -> None:
+    """Warn about truncated and dropped examples; raise ValueError when none is left."""
+    why = (
+        "every assistant reply has weight 0, or truncation at "
+        f"max_seq_length={report.max_seq_length} cut all of them"
+    )
+    if report.dropped_lines and len(report.dropped_lines) == report.examples:
+        raise ValueError(f"None of the {report.examples} examples has anything to train on: {why}.")
     if report.truncated:
         warnings.warn(
             f"{report.truncated} of {report.examples} examples were truncated to "
-            f"{max_seq_length} tokens; raise max_seq_length to keep them whole.",
-            stacklevel=2,
+            f"{report.max_seq_length} tokens; raise max_seq_length to keep them whole.",
+            stacklevel=3,
         )
-    dataset = Dataset.from_list(rows)
-    return dataset, report
+    if report.dropped_lines:
+        warnings.warn(
+            f"{len(report.dropped_lines)} of {report.examples} examples have nothing to train "
+            f"on ({why}) and were dropped: examples {_numbers(report.dropped_lines)}.",
+            stacklevel=3,
+        )
 
 
 def make_collator(tokenizer, packing: bool = False, pad_to_multiple_of: int | None = None):

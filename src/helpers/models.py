@@ -218,13 +218,29 @@ def _load(loader, name: str, **kwargs):
         ) from None
 
 
+# A ChatML template for base models that ship without one (e.g. Llama-2 base).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def ensure_chat_template(tokenizer) -> None:
+    """Give a tokenizer a ChatML template if it has none, and a pad token (its EOS) if none."""
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 def load_tokenizer(name: str = EMBEDDED_MODEL):
-    """Load a tokenizer by model name, with a pad token set (the end-of-turn token if none)."""
+    """Load a tokenizer by model name, ready for chat: see :func:`ensure_chat_template`."""
     from transformers import AutoTokenizer
 
     tokenizer = _from_pretrained(AutoTokenizer, name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_chat_template(tokenizer)
     return tokenizer
 
 

@@ -1,0 +1,94 @@
+"""Conventions every course notebook shares: the setup report, section timings, verdicts.
+
+A notebook's second code cell calls :func:`setup_report` (versions, device, what to
+install), marks each section with ``timer.section("1. Data")`` so the canonical run
+records how long each part takes (instructors plan pauses with it), and states each of
+the article's claims through :func:`verdict`, so the words follow the numbers of the run.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from importlib import metadata
+
+# What every notebook needs, and what to install when it is missing.
+CORE_PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate")
+INSTALL_HINT = "run `make setup` in the repository (or `pip install -e .[dev]`)"
+
+
+def package_versions(packages=CORE_PACKAGES) -> dict[str, str | None]:
+    """Return each package's installed version, or None where it is missing."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def setup_report(packages=CORE_PACKAGES) -> dict:
+    """Print Python and library versions, the device and its precision; return them.
+
+    A missing package is named with the command that installs it, instead of the
+    ImportError a learner would meet three cells later.
+    """
+    from helpers.models import cpu_has_bf16, pick_device, use_bf16
+
+    versions = package_versions(packages)
+    device = pick_device()
+    print(f"python        {platform.python_version()}")
+    for name, version in versions.items():
+        print(f"{name:<13} {version or 'MISSING'}")
+    bf16 = use_bf16(device)
+    print(f"device        {device}; bf16 mixed precision: {'yes' if bf16 else 'no'}")
+    if device == "cpu" and not cpu_has_bf16():
+        print(
+            "              this CPU has no native bf16 (AVX-512 BF16 or AMX): training runs "
+            "in fp32, about 1.5-2x slower than the timings quoted in the notebook"
+        )
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        print(f"missing: {', '.join(missing)}: {INSTALL_HINT}")
+    return {"device": device, "bf16": bf16, **versions}
+
+
+class SectionTimer:
+    """Wall-clock seconds per notebook section, for the instructor's plan."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._current: str | None = None
+        self._start = time.perf_counter()
+
+    def section(self, name: str) -> None:
+        """Close the running section (if any) and start timing ``name`` from the same instant."""
+        self._current, self._start = name, self._close()
+
+    def _close(self) -> float:
+        now = time.perf_counter()
+        if self._current is not None:
+            elapsed = now - self._start
+            self.seconds[self._current] = self.seconds.get(self._current, 0.0) + elapsed
+            self._current = None
+        return now
+
+    def table(self):
+        """Return the timings so far as a DataFrame (seconds and share of the total)."""
+        import pandas as pd
+
+        self._close()
+        frame = pd.DataFrame({"seconds": self.seconds}).rename_axis("section")
+        frame["share"] = frame["seconds"] / max(frame["seconds"].sum(), 1e-9)
+        return frame
+
+
+def verdict(holds: bool, yes: str = "confirmed", no: str = "not confirmed") -> str:
+    """Return the bold verdict word for a claim checked by the run."""
+    return f"**{yes if holds else no}**"
+
+
+def megabytes(value: float) -> str:
+    """Format a size in MB for people: ``2,720 MB``, ``1.77 MB``."""
+    return f"{value:,.0f} MB" if value >= 100 else f"{value:.3g} MB"

@@ -1,0 +1,39 @@
+"""The conventions the notebooks share: setup report, section timings, verdicts, sizes."""
+
+import time
+
+from helpers import notebook
+from helpers.models import pick_device
+
+
+def test_setup_report_prints_versions_device_and_names_missing_packages(capsys):
+    info = notebook.setup_report(("torch", "no-such-package-xyz"))
+    printed = capsys.readouterr().out
+    assert info["device"] == pick_device() and f"device        {info['device']}" in printed
+    assert info["torch"] and f"torch         {info['torch']}" in printed
+    assert info["no-such-package-xyz"] is None
+    assert "missing: no-such-package-xyz: run `make setup`" in printed
+
+
+def test_setup_report_is_quiet_about_installs_when_nothing_is_missing(capsys):
+    notebook.setup_report(("torch",))
+    assert "missing" not in capsys.readouterr().out
+
+
+def test_section_timer_adds_up_each_section_once(monkeypatch):
+    clock = iter([0.0, 10.0, 13.0, 20.0, 21.5])  # created, a, b, a again, table
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    timer = notebook.SectionTimer()
+    timer.section("a")
+    timer.section("b")
+    timer.section("a")
+    table = timer.table()
+    assert table["seconds"].to_dict() == {"a": 3.0 + 1.5, "b": 7.0}
+    assert table["share"].sum() == 1.0
+
+
+def test_verdict_and_megabytes_read_well():
+    assert notebook.verdict(True) == "**confirmed**"
+    assert notebook.verdict(False, no="refuted") == "**refuted**"
+    assert notebook.megabytes(2720.4) == "2,720 MB"
+    assert notebook.megabytes(1.7734) == "1.77 MB"

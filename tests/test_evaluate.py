@@ -1,6 +1,7 @@
 """Evaluation: metrics on known strings, batched generation, loss, tables and plots."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -81,6 +82,48 @@ def test_mean_loss_matches_the_model_loss_on_assistant_tokens(tiny):
     expected = sum(loss * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
     assert result["loss"] == pytest.approx(expected, rel=1e-4)
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+
+
+class EvenOracle(torch.nn.Module):
+    """A scripted model: at even positions it predicts the true next token, elsewhere token 0.
+
+    Its logits are one-hot (1 on the predicted token, 0 elsewhere), so each token's loss is
+    known in closed form: ``log(e - 1 + V) - 1`` when right, ``log(e - 1 + V)`` when wrong.
+    """
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        following = torch.roll(input_ids, -1, dims=1)
+        even = torch.arange(input_ids.shape[1]) % 2 == 0
+        predicted = torch.where(even, following, torch.zeros_like(following))
+        logits = torch.zeros(*input_ids.shape, self.vocab_size)
+        logits.scatter_(2, predicted.unsqueeze(-1), 1.0)
+        return SimpleNamespace(logits=logits)
+
+
+def test_mean_loss_and_accuracy_on_a_scripted_model(tokenizer):
+    examples = [{"messages": c} for c in CONVERSATIONS]
+    dataset, _ = tokenize_dataset(examples, tokenizer)
+    right = wrong = 0
+    for row in dataset:
+        for position, label in enumerate(row["labels"][1:]):  # predicted at ``position``
+            if label != -100:
+                right += position % 2 == 0
+                wrong += position % 2 == 1
+    vocab = len(tokenizer)
+    per_token = math.log(math.e - 1 + vocab)
+    expected_loss = (right * (per_token - 1) + wrong * per_token) / (right + wrong)
+    model = EvenOracle(vocab)
+    for data in (examples, dataset, dataset.add_column("length", [1] * len(dataset))):
+        for batch_size in (1, 8):
+            result = evaluate.mean_loss(model, tokenizer, data, batch_size=batch_size, bf16=False)
+            assert result["tokens"] == right + wrong and 0 < right < right + wrong
+            assert result["accuracy"] == right / (right + wrong)
+            assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)  # fp32 logsumexp
 
 
 def test_compare_builds_a_side_by_side_table():

@@ -115,6 +115,7 @@ def test_precision_choice_can_be_forced(monkeypatch):
 
 
 def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert models.pick_device() == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -122,3 +123,66 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert models.pick_device() == "mps"
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert models.pick_device() == "cpu"
+
+
+def test_pick_device_gives_each_torchrun_process_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert models.pick_device() == "cuda:1"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert models.pick_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun on CPUs: still the CPU
+    assert models.pick_device() == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ("cpu", "eager"),
+        ("cuda", None),
+        ("cuda:1", None),
+        ("mps", None),
+        (torch.device("cpu"), "eager"),
+    ],
+)
+def test_attention_is_eager_on_cpu_and_the_library_default_elsewhere(device, expected):
+    assert models.attention_implementation(device) == expected
+
+
+def test_bf16_choice_knows_a_numbered_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert models.use_bf16("cuda:1") is True and models.use_bf16("cuda") is True
+    assert models.use_bf16("mps") is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert models.use_bf16("cuda:1") is False
+
+
+class _FakeModel:
+    def to(self, device):
+        self.device = device
+        return self
+
+    def eval(self):
+        return self
+
+
+@pytest.mark.parametrize(
+    ("device", "local_rank", "placed", "attention"),
+    [("cpu", None, "cpu", "eager"), ("cuda:1", None, "cuda:1", None), (None, "1", "cuda:1", None)],
+)
+def test_load_base_model_follows_the_device(monkeypatch, device, local_rank, placed, attention):
+    calls = []
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(models, "load_tokenizer", lambda name: "tokenizer")
+    monkeypatch.setattr(
+        models, "_from_pretrained", lambda loader, name, **kw: calls.append(kw) or _FakeModel()
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if local_rank:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    model, _ = models.load_base_model("org/model", device=device)
+    assert model.device == placed and calls[0]["attn_implementation"] == attention
+    models.load_base_model("org/model", device=device, attn_implementation="sdpa")
+    assert calls[1]["attn_implementation"] == "sdpa"  # an explicit choice wins

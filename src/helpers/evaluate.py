@@ -29,39 +29,53 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
 @torch.no_grad()
 def mean_loss(
     model,
     tokenizer,
-    examples: list[dict],
+    examples,
+    batch_size: int = 8,
     max_seq_length: int = 512,
-    batch_size: int = 4,
     bf16: bool | None = None,
 ) -> dict:
-    """Return the assistant-token loss (token-weighted mean), its perplexity and the token count."""
-    dataset, _ = tokenize_dataset(examples, tokenizer, max_seq_length)
+    """Return the loss, next-token accuracy and count of the assistant tokens of a data set.
+
+    ``examples`` are chat examples (tokenised here) or an already tokenised Dataset with
+    ``input_ids`` and assistant-only ``labels``. ``loss`` is the mean over assistant tokens
+    (each token counts once, however the examples are batched), ``accuracy`` the share of
+    them the model predicts with its top (argmax) token, ``perplexity`` is ``exp(loss)``.
+    """
+    if isinstance(examples, list):
+        examples, _ = tokenize_dataset(examples, tokenizer, max_seq_length)
     collate = make_collator(tokenizer)
     device = _device(model)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+    loss_sum, correct, count = 0.0, 0, 0
+    for start in range(0, len(examples), batch_size):
+        rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
+        batch = collate([{key: row[key] for key in MODEL_INPUTS if key in row} for row in rows])
         batch = {key: value.to(device) for key, value in batch.items()}
-        labels = batch.pop("labels")
+        labels = batch.pop("labels")[:, 1:]
         with autocast(device.type, bf16):
-            logits = model(**batch).logits
-        shifted = labels[:, 1:]
-        total += torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().flatten(0, 1),
-            shifted.flatten(),
-            reduction="sum",
-            ignore_index=IGNORE_INDEX,
+            logits = model(**batch).logits[:, :-1].float()
+        trained = labels != IGNORE_INDEX
+        loss_sum += torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX
         ).item()
-        count += int((shifted != IGNORE_INDEX).sum())
+        correct += int(((logits.argmax(-1) == labels) & trained).sum())
+        count += int(trained.sum())
     model.train(was_training)
-    loss = total / max(count, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": count}
+    loss = loss_sum / max(count, 1)
+    return {
+        "loss": loss,
+        "accuracy": correct / max(count, 1),
+        "perplexity": math.exp(min(loss, 50)),
+        "tokens": count,
+    }
 
 
 def as_conversation(prompt) -> list[dict]:

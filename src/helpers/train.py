@@ -9,9 +9,12 @@ sweeps.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import difflib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -25,7 +28,18 @@ from transformers import (
 )
 
 from helpers.chat import make_collator, tokenize_dataset
-from helpers.models import count_parameters, pick_device, quiet_progress_bars, set_seed, use_bf16
+from helpers.models import (
+    count_parameters,
+    pick_device,
+    quiet_progress_bars,
+    release_memory,
+    set_seed,
+    use_bf16,
+)
+
+# The learning rate each method gets when none is given: the values notebook 03 uses, which
+# measured well on SmolLM2-135M (LoRA needs a much larger rate: few weights, starting at zero).
+DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 1e-3}
 
 # The seed article's LoRA settings.
 LORA_DEFAULTS = {
@@ -60,6 +74,8 @@ class TrainResult:
     trainable_params: int = 0
     total_params: int = 0
     world_size: int = 1
+    truncated_examples: list[int] = field(default_factory=list)  # 1-based, in the train set
+    dropped_examples: list[int] = field(default_factory=list)  # nothing left to train on
     saved_dir: str | None = None
     saved_size_mb: float | None = None
     model: object = field(default=None, repr=False, compare=False)  # set by finetune()
@@ -70,16 +86,20 @@ class TrainResult:
         return 100.0 * self.trainable_params / max(self.total_params, 1)
 
     def to_dict(self) -> dict:
-        """Return the result as plain JSON-ready values (without the model)."""
-        values = asdict(self)
-        values.pop("model")
+        """Return the result as plain JSON-ready values (without the model, never copied)."""
+        values = {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "model"
+        }
         values["trainable_percent"] = self.trainable_percent
         return values
 
     def summary(self) -> dict:
         """Return the headline figures as one flat dict (a table row)."""
         values = self.to_dict()
-        for key in ("train_loss", "eval_loss", "model", "saved_dir"):
+        lists = ("train_loss", "eval_loss", "truncated_examples", "dropped_examples")
+        for key in (*lists, "saved_dir"):
             values.pop(key, None)
         return values
 
@@ -152,22 +172,38 @@ class MemoryMeter:
 
 
 class MeterCallback(TrainerCallback):
-    """Times the optimizer steps (evaluation and saving excluded) and samples memory."""
+    """Times the training steps and samples memory.
+
+    A step counts from the end of the previous step (or of the logging, evaluation or
+    saving after it) to its own end, so it includes fetching and collating its batch,
+    which Trainer does before ``on_step_begin``; evaluation and saving are left out. On
+    CUDA the clock waits for the GPU to finish, so tokens per second is what a user gets.
+    """
 
     def __init__(self, device: str):
         self.memory = MemoryMeter(device)
         self.step_seconds = 0.0
-        self._step_start = 0.0
+        self._cuda = device.startswith("cuda")
+        self._since = 0.0
+
+    def _now(self) -> float:
+        if self._cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _restart_clock(self, *args, **kwargs):
+        self._since = self._now()
+
+    on_epoch_begin = on_log = on_evaluate = on_save = _restart_clock
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.memory.start()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
+        self._restart_clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.step_seconds += time.perf_counter() - self._step_start
+        self.step_seconds += self._now() - self._since
         self.memory.sample()
+        self._restart_clock()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.memory.stop()
@@ -229,12 +265,16 @@ def _declare_tied_weights(model) -> None:
         model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | set(tied)
 
 
-def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None = None):
-    """Train with measurements; save the model (or adapter) to ``save_dir``; return a result."""
+def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None = None, **details):
+    """Train with measurements; save the model (or adapter) to ``save_dir``; return a result.
+
+    ``details`` are further :class:`TrainResult` fields to record (``truncated_examples``...).
+    """
     if trainer.args.include_num_input_tokens_seen == "no":
         packed = isinstance(trainer.data_collator, DataCollatorWithFlattening)
         trainer.args.include_num_input_tokens_seen = "all" if packed else "non_padding"
     _declare_tied_weights(trainer.model)
+    release_memory()  # what an earlier run left behind must not count against this one
     meter = MeterCallback(str(trainer.args.device))
     trainer.add_callback(meter)
     start = time.perf_counter()
@@ -266,8 +306,12 @@ def run(trainer: Trainer, save_dir: str | Path | None = None, method: str | None
         trainable_params=trainable,
         total_params=total,
         world_size=trainer.args.world_size,
+        **details,
     )
-    if eval_loss:
+    if state.best_global_step:  # the checkpoint Trainer judged best (and restored)
+        result.best_step = state.best_global_step
+        result.best_eval_loss = dict(eval_loss).get(state.best_global_step)
+    elif eval_loss:
         result.best_step, result.best_eval_loss = min(eval_loss, key=lambda row: row[1])
     if save_dir is not None:
         with quiet_progress_bars():
@@ -288,7 +332,7 @@ def training_arguments(
         "num_train_epochs": 3,
         "per_device_train_batch_size": 4,
         "per_device_eval_batch_size": 8,
-        "learning_rate": 2e-5,
+        "learning_rate": DEFAULT_LEARNING_RATES["full"],
         "warmup_steps": 0,
         "weight_decay": 0.01,
         "logging_steps": 10,
@@ -331,8 +375,12 @@ def apply_lora(
     lora_dropout: float = 0.1,
     target_modules: list[str] | None = None,
     seed: int = 0,
+    **options,
 ):
-    """Wrap a model with fresh LoRA adapters (seeded) through PEFT; return the PEFT model."""
+    """Wrap a model with fresh LoRA adapters (seeded) through PEFT; return the PEFT model.
+
+    ``options`` are further ``peft.LoraConfig`` fields (``bias``, ``use_rslora``, ...).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
@@ -341,6 +389,7 @@ def apply_lora(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         target_modules=list(target_modules or LORA_DEFAULTS["target_modules"]),
+        **options,
     )
     set_seed(seed)
     return get_peft_model(model, config)
@@ -364,22 +413,27 @@ def finetune(
     """Fine-tune ``model`` on chat examples (lists of dicts or tokenised Datasets); return results.
 
     ``method`` is ``"full"`` or ``"lora"`` (``lora`` overrides :data:`LORA_DEFAULTS`);
-    ``training_args`` are TrainingArguments fields (num_train_epochs, learning_rate, ...).
+    ``training_args`` are TrainingArguments fields (num_train_epochs, learning_rate, ...);
+    ``learning_rate`` defaults to the method's :data:`DEFAULT_LEARNING_RATES`. ``callbacks``
+    run before early stopping, so they see each evaluation's metrics first.
     """
     if method not in ("full", "lora"):
         raise ValueError(f"method must be 'full' or 'lora', not {method!r}")
     output_dir = Path(output_dir)
     seed = training_args.setdefault("seed", 0)
+    if training_args.get("learning_rate") is None:
+        training_args["learning_rate"] = DEFAULT_LEARNING_RATES[method]
+    report = None
     if isinstance(train, list):
-        train, _ = tokenize_dataset(train, tokenizer, max_seq_length)
+        train, report = tokenize_dataset(train, tokenizer, max_seq_length)
     if isinstance(val, list):
         val, _ = tokenize_dataset(val, tokenizer, max_seq_length) if val else (None, None)
-    if method == "lora":
+    if method == "lora" and not hasattr(model, "peft_config"):  # a PEFT model trains its own
         model = apply_lora(model, seed=seed, **{**LORA_DEFAULTS, **(lora or {})})
     else:
         set_seed(seed)
     args = training_arguments(output_dir / "checkpoints", has_eval=val is not None, **training_args)
-    extra = [EarlyStoppingCallback(early_stopping_patience)] if val is not None else []
+    stopping = [EarlyStoppingCallback(early_stopping_patience)] if val is not None else []
     trainer = Trainer(
         model=model,
         args=args,
@@ -387,11 +441,19 @@ def finetune(
         eval_dataset=val,
         data_collator=make_collator(tokenizer, packing=packing),
         processing_class=tokenizer,
-        callbacks=extra + list(callbacks or []),
+        callbacks=list(callbacks or []) + stopping,
     )
-    result = run(trainer, output_dir / "final" if save else None, method=method)
+    details = {}
+    if report is not None:
+        details["truncated_examples"] = list(report.truncated_lines)
+        details["dropped_examples"] = list(getattr(report, "dropped_lines", []))
+    result = run(trainer, output_dir / "final" if save else None, method=method, **details)
     result.model = model
     return result
+
+
+class ConfigError(ValueError):
+    """A training config is wrong; the message names the file, the line and the field."""
 
 
 # Keys of a headless training config (``python -m helpers train CONFIG``) and their defaults.
@@ -407,31 +469,188 @@ CONFIG_DEFAULTS = {
     "lora": {},
     "training": {},
 }
+CONFIG_TYPES = {
+    "model": str,
+    "train_file": str,
+    "validation_file": str,
+    "method": str,
+    "output_dir": str,
+    "max_seq_length": int,
+    "packing": bool,
+    "early_stopping_patience": int,
+    "lora": dict,
+    "training": dict,
+}
+MAY_BE_EMPTY = ("validation_file", "lora", "training")  # ``key:`` with nothing after it
+TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a mapping"}
+SET_ELSEWHERE = {  # fields the config sets in another place
+    ("training", "output_dir"): "set output_dir at the top level of the config",
+    ("lora", "task_type"): "the course always trains a causal LM (CAUSAL_LM)",
+}
+
+
+def _parse_yaml(path: Path, text: str):
+    """Parse YAML (or JSON); a syntax error names the file, line and column."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        start = getattr(error, "context_mark", None)
+        if start is not None and getattr(error, "context", None):
+            problem += f" ({error.context} at line {start.line + 1}, column {start.column + 1})"
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Return the 1-based line of every key of a YAML document's mappings, by key path."""
+    import yaml
+
+    lines = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*prefix, str(key.value))] = key.start_mark.line + 1
+                walk(value, (*prefix, str(key.value)))
+
+    walk(yaml.compose(text), ())
+    return lines
+
+
+def _is_type(value, expected: type) -> bool:
+    """Tell whether a YAML value has the expected type (true/false is not a number)."""
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _is_number(value) -> bool:
+    """Tell whether a value is an int or a float (not true/false)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _top_level_mistake(config: dict) -> tuple[str, str] | None:
+    """Return ``(key, problem)`` for the first mistake in a config's top-level keys, or None."""
+    from helpers.paths import display_path, from_root
+
+    unknown = sorted(set(config) - set(CONFIG_DEFAULTS))
+    if unknown:
+        arguments = [f.name for f in dataclasses.fields(TrainingArguments)]
+        hints = [
+            f"'{name}' looks like training argument '{close[0]}': put it under 'training:'"
+            for name in unknown
+            if (close := difflib.get_close_matches(name, arguments, n=1))
+        ]
+        known = f"unknown keys {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}"
+        return unknown[0], "; ".join([known, *hints])
+    if not config.get("train_file"):
+        return "train_file", "'train_file' is required"
+    for key, value in config.items():
+        expected = CONFIG_TYPES[key]
+        if not _is_type(value, expected) and not (value is None and key in MAY_BE_EMPTY):
+            kind = type(value).__name__
+            return key, f"{key} must be {TYPE_NAMES[expected]}, not {kind} {value!r}"
+    if config.get("method", CONFIG_DEFAULTS["method"]) not in ("full", "lora"):
+        return "method", f"method must be 'full' or 'lora', not {config['method']!r}"
+    for key in ("train_file", "validation_file"):
+        if config.get(key) and not from_root(config[key]).is_file():
+            looked = display_path(from_root(config[key]))
+            return key, (
+                f"{key} {config[key]!r} does not exist (looked for {looked}; "
+                f"relative paths start at the repository root)"
+            )
+    return None
+
+
+def _section_mistake(section: str, values: dict, cls: type, library: str):
+    """Return ``(field, problem)`` for the first field in a section that ``cls`` lacks, or None."""
+    fields = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+    for name, value in values.items():
+        if (section, name) in SET_ELSEWHERE:
+            return name, f"{section}.{name}: {SET_ELSEWHERE[section, name]}"
+        if name not in fields:
+            close = difflib.get_close_matches(name, sorted(fields), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            return name, (
+                f"{section}.{name} is not a {library} field (valid fields are those of the "
+                f"{library} dataclass){hint}"
+            )
+        if isinstance(value, str) and _is_number(fields[name]):
+            mantissa, _, exponent = value.lower().partition("e")
+            hint = (
+                f" (YAML reads {value} as text: write {mantissa}.0e{exponent})"
+                if exponent and mantissa.lstrip("+-").isdigit()
+                else ""
+            )
+            return name, f"{section}.{name} must be a number, not the text {value!r}{hint}"
+    return None
+
+
+def _config_mistake(config: dict) -> tuple[tuple, str] | None:
+    """Return ``(key path, problem)`` for the first mistake in a parsed config, or None."""
+    from peft import LoraConfig
+
+    if mistake := _top_level_mistake(config):
+        return (mistake[0],), mistake[1]
+    sections = (
+        ("training", TrainingArguments, "transformers.TrainingArguments"),
+        ("lora", LoraConfig, "peft.LoraConfig"),
+    )
+    for section, cls, library in sections:
+        if mistake := _section_mistake(section, config.get(section) or {}, cls, library):
+            return (section, mistake[0]), mistake[1]
+    return None
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a YAML or JSON training config; unknown keys are an error that lists the known ones."""
-    import yaml
+    """Read and check a YAML or JSON training config; return it with the defaults filled in.
 
-    text = Path(path).read_text(encoding="utf-8")
-    config = yaml.safe_load(text) or {}
+    Any mistake raises :class:`ConfigError` with one message naming the file, the line
+    and the field: YAML syntax, unknown keys, wrong types, missing data files, a method
+    other than full/lora, ``training:`` fields that ``TrainingArguments`` does not have,
+    ``lora:`` fields that ``LoraConfig`` does not have.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the training config ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: the training config is not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
+    config = _parse_yaml(path, text)
+    if config is None:
+        config = {}
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: a training config must be a mapping of keys to values")
-    unknown = sorted(set(config) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}")
-    if not config.get("train_file"):
-        raise ValueError(f"{path}: 'train_file' is required")
-    return {**CONFIG_DEFAULTS, **config}
+        kind = type(config).__name__
+        raise ConfigError(
+            f"{path}: a training config must be a mapping of keys to values, not {kind}"
+        )
+    mistake = _config_mistake(config)
+    if mistake:
+        keys, problem = mistake
+        line = _key_lines(text).get(keys)
+        raise ConfigError(f"{path}{f', line {line}' if line else ''}: {problem}")
+    config = {**CONFIG_DEFAULTS, **config}
+    return {**config, "lora": config["lora"] or {}, "training": config["training"] or {}}
 
 
 def train_from_config(config: dict) -> TrainResult:
-    """Load the model and data a config names and fine-tune; works under torchrun/accelerate."""
+    """Load the model and data a config names and fine-tune; works under torchrun/accelerate.
+
+    The model loads on this process's device (its GPU under torchrun) with the attention
+    kernel that suits it (:func:`helpers.models.load_base_model`).
+    """
     from helpers.data import load_examples
     from helpers.models import load_base_model
     from helpers.paths import from_root, output_dir
 
-    model, tokenizer = load_base_model(config["model"], device="cpu")
+    model, tokenizer = load_base_model(config["model"])
     train = load_examples(from_root(config["train_file"]))
     val = load_examples(from_root(config["validation_file"])) if config["validation_file"] else None
     return finetune(

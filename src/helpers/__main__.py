@@ -2,19 +2,44 @@
 
 Each subcommand is a thin function over a library call; ``--help`` on any of them
 says what it takes.
+
+Bad input never ends in a traceback. Numbers are checked by argparse (``type=``
+functions below): it prints the usage and one line, exit status 2. Errors that are the
+user's to fix (a data file or config that cannot be used, a model that cannot be
+loaded, a file or folder named on the command line that is missing or unreadable)
+print one line ``error: ...`` on stderr, exit status 2. Anything else is a bug in the
+course: it is not hidden, Python prints its traceback (exit status 1); please report it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
+import warnings
 from importlib import metadata
+from pathlib import Path
 
-from helpers import models
 from helpers.paths import cache_dir
+
+# The library's errors that are the user's to fix, as (module, class): main prints them in
+# one line. Looked up only in modules already imported, so the command line starts fast.
+USER_ERRORS = (
+    ("helpers.data", "DataFileError"),
+    ("helpers.models", "ModelLoadError"),
+    ("helpers.train", "ConfigError"),
+)
+# Filesystem errors on a path the user named (they carry its name): one line, exit 2.
+FILE_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 PACKAGES = (
     "torch",
@@ -30,8 +55,113 @@ PACKAGES = (
 )
 
 
+# --- argument types: each returns the value or raises ArgumentTypeError ----------------------
+
+
+def _number(kind: type, text: str):
+    """Parse an int or a finite float, or raise ArgumentTypeError saying what was expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1 to 65535."""
+    value = _number(int, text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port must be between 1 and 65535, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number greater than 0."""
+    value = _number(float, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def ratio(text: str) -> float:
+    """A split ratio: a number from 0 to 1 (the three must sum to 1, checked by data.split)."""
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a ratio must be between 0 and 1, got {text}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """A path to an existing file."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a file")
+    return path
+
+
+def alias(text: str) -> tuple[str, str]:
+    """A ``NAME=MODEL`` pair for ``serve --alias``."""
+    name, sep, target = text.partition("=")
+    if not sep or not name or not target:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL, got {text!r}")
+    return name, target
+
+
+def grid_param(text: str) -> tuple[str, list]:
+    """A ``NAME=VALUE`` or ``NAME=[V1,V2]`` batch parameter (YAML scalar or list)."""
+    import yaml
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE or NAME=[V1,V2], got {text!r}")
+    try:
+        value = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or error
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the value is not valid YAML ({problem})"
+        ) from None
+    return name, value if isinstance(value, list) else [value]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Return the classes of USER_ERRORS whose modules are imported (others cannot have raised)."""
+    found = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERRORS)
+    return tuple(error for error in found if error is not None)
+
+
+def _error(error: BaseException) -> int:
+    """Print one ``error: ...`` line for a user's error and return exit status 2."""
+    if isinstance(error, FileExistsError):  # from mkdir: a file where a folder should be
+        message = f"{error.filename} exists and is not a folder"
+    elif isinstance(error, OSError) and error.filename is not None:
+        message = f"{error.filename}: {error.strerror or error}"
+    else:
+        message = str(error) or type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print versions, device, precision and cache; with ``--timing``, time a model reload."""
+    from helpers import models
+
     print(f"python        {platform.python_version()} ({platform.machine()})")
     for name in PACKAGES:
         try:
@@ -64,44 +194,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     """Fetch, convert and cache a model; print where it is and how large."""
-    try:
-        if args.name != models.EMBEDDED_MODEL:
-            models.load_base_model(args.name, device="cpu")
-            print(f"{args.name}: ready (kept in the Hugging Face cache, HF_HOME)")
-            return 0
-        folder = models.prepare_embedded_model(force=args.force)
-    except models.ModelLoadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{args.name}: {folder} ({models.folder_size(folder) / 1e6:.0f} MB)")
+    from helpers import models
+
+    name = args.name or models.EMBEDDED_MODEL
+    if name != models.EMBEDDED_MODEL:
+        models.load_base_model(name, device="cpu")
+        print(f"{name}: ready (kept in the Hugging Face cache, HF_HOME)")
+        return 0
+    folder = models.prepare_embedded_model(force=args.force)
+    print(f"{name}: {folder} ({models.folder_size(folder) / 1e6:.0f} MB)")
     return 0
-
-
-def _grid(pairs: list[str]) -> dict[str, list]:
-    """Parse ``-p name=VALUE`` options (YAML scalars or lists) into a parameter grid."""
-    import yaml
-
-    grid = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise SystemExit(f"error: -p expects NAME=VALUE or NAME=[V1,V2], got {pair!r}")
-        value = yaml.safe_load(text)
-        grid[name] = value if isinstance(value, list) else [value]
-    return grid
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run notebooks over a parameter grid with papermill and print the results table."""
-    from pathlib import Path
-
     from helpers import batch
 
-    notebooks = [Path(n).resolve() for n in args.notebooks] or batch.find_notebooks()
+    notebooks = [n.resolve() for n in args.notebooks] or batch.find_notebooks()
     if not notebooks:
         print("No notebooks found in notebooks/ yet.")
         return 0
-    table = batch.run_batch(notebooks, _grid(args.param), Path(args.out) if args.out else None)
+    table = batch.run_batch(notebooks, dict(args.param), args.out)
     print(table.drop(columns=["run_dir"]).to_string(index=False))
     print(f"\nResults: {table['run_dir'].iloc[0].rsplit('/', 1)[0]}/summary.csv")
     return 0 if (table["status"] == "ok").all() else 1
@@ -109,23 +222,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_workshop(args: argparse.Namespace) -> int:
     """Prepare the embedded model, then run every notebook with its defaults."""
+    from helpers import models
+    from helpers.paths import output_dir
+
+    out = output_dir(args.out)  # a bad --out fails now, not after preparing the model
     models.prepare_embedded_model()
     print(f"Embedded model ready: {models.embedded_model_dir()}")
-    args.notebooks, args.param = [], []
+    args.notebooks, args.param, args.out = [], [], out
     return cmd_batch(args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a chat JSONL file; print its problems and a summary (exit 1: errors, 2: unreadable)."""
-    import json
-
     from helpers import data
 
-    try:
-        report = data.validate(args.file)
-    except data.DataFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = data.validate(args.file)  # DataFileError: main prints it, exit 2
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -137,50 +248,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_split(args: argparse.Namespace) -> int:
     """Split a file's valid examples into train/validation/test JSONL files; skip invalid lines."""
-    from pathlib import Path
-
     from helpers import data
     from helpers.paths import display_path
 
-    try:
-        report = data.validate(args.file)
-        parts = data.split(report.examples, args.ratios, args.seed)
-    except (data.DataFileError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = data.validate(args.file)  # for the summary; split_file keeps the same examples
+    if not report.examples:
+        print(f"error: {report.source} has no valid examples to split", file=sys.stderr)
+        return 1
+    with warnings.catch_warnings():  # the summary below says what was skipped
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            paths = data.split_file(args.file, args.out, args.ratios, args.seed)
+        except ValueError as error:  # the ratios
+            return _error(error)
     print(f"{report.source}: {report.summary()}")
     if report.invalid:
         print(f"skipped {report.invalid} invalid lines (python -m helpers validate shows why)")
-    if not report.examples:
-        print("error: no valid examples to split", file=sys.stderr)
-        return 1
-    try:
-        for name, part in zip(data.SPLIT_NAMES, parts, strict=True):
-            path = data.write_jsonl(part, Path(args.out) / f"{name}.jsonl")
-            print(f"{name:<11}{len(part):>6}  {display_path(path)}")
-    except OSError as error:
-        print(f"error: cannot write to {args.out}: {error}", file=sys.stderr)
-        return 2
+    for name, path in paths.items():
+        count = path.read_text(encoding="utf-8").count("\n")  # one example per line
+        print(f"{name:<11}{count:>6}  {display_path(path)}")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print token statistics (model tokenizer and OpenAI encoding) and an OpenAI cost estimate."""
-    import json
-
     from helpers import data
 
     openai_model = args.model or data.DEFAULT_OPENAI_MODEL
     try:
-        report = data.validate(args.file)
         data.openai_encoding(openai_model)
-        tokenizer = models.load_tokenizer(args.hf_model)
-    except (data.DataFileError, ValueError, models.ModelLoadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # a model whose encoding is unknown
+        return _error(error)
+    report = data.validate(args.file)
     if not report.examples:
         print(f"error: {report.source} has no valid examples", file=sys.stderr)
         return 1
+    from helpers import models
+
+    tokenizer = models.load_tokenizer(args.hf_model or models.EMBEDDED_MODEL)
     stats = data.token_stats(report.examples, tokenizer, openai_model, args.limit)
     try:
         cost, note = data.estimate_cost(stats["openai"]["counts"], openai_model, args.epochs), ""
@@ -207,24 +312,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     from helpers.train import load_config, train_from_config
 
     try:
-        config = load_config(args.config)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        config = load_config(args.config)  # checked before the model loads
+    except ValueError as error:  # ConfigError, a ValueError, says which file and field
+        return _error(error)
     result = train_from_config(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.summary(), indent=2))
+        limit = config["max_seq_length"]
+        _print_examples(f"truncated to max_seq_length={limit} tokens", result, "truncated_examples")
+        _print_examples("dropped, nothing left to train on", result, "dropped_examples")
     return 0
+
+
+def _print_examples(what: str, result, field: str) -> None:
+    """Print one line on stderr naming the train examples (1-based) in a result's ``field``."""
+    numbers = getattr(result, field, [])
+    if numbers:
+        print(f"{what}: train examples {', '.join(map(str, numbers))}", file=sys.stderr)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """Benchmark the seed article's training pipeline against the course's on this machine."""
+    from helpers import models
     from helpers.bench import bench_train, format_table
     from helpers.data import load_examples
     from helpers.paths import sample_path
 
+    name = args.model or models.EMBEDDED_MODEL
+    models.load_tokenizer(name)  # a model that cannot be found fails here, before the pipelines
     figures = bench_train(
-        args.model,
+        name,
         load_examples(sample_path("customer_service")),
         method=args.method,
         steps=args.steps,
@@ -235,17 +352,6 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(figures))
     return 0
-
-
-def _aliases(pairs: list[str]) -> dict[str, str]:
-    """Parse ``--alias NAME=MODEL`` options into a model-name map."""
-    aliases = {}
-    for pair in pairs:
-        name, sep, target = pair.partition("=")
-        if not sep or not name or not target:
-            raise SystemExit(f"error: --alias expects NAME=MODEL, got {pair!r}")
-        aliases[name] = target
-    return aliases
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -259,7 +365,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         max_steps=args.max_steps,
         max_upload_mb=args.max_upload_mb,
-        aliases=_aliases(args.alias),
+        aliases=dict(args.alias),
     )
     return 0
 
@@ -281,15 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="versions, device, precision and cache")
     info.add_argument("--timing", action="store_true", help="time reloading the embedded model")
-    info.add_argument("--repeats", type=int, default=3, help="reloads to time (default 3)")
+    info.add_argument("--repeats", type=positive_int, default=3, help="reloads to time (default 3)")
     info.set_defaults(func=cmd_info)
 
     prepare = commands.add_parser("prepare-model", help="fetch, convert and cache a model")
     prepare.add_argument(
         "name",
         nargs="?",
-        default=models.EMBEDDED_MODEL,
-        help=f"model name (default {models.EMBEDDED_MODEL})",
+        help="model name (default: the embedded model)",
     )
     prepare.add_argument("--force", action="store_true", help="convert again even if cached")
     prepare.set_defaults(func=cmd_prepare_model)
@@ -305,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     cut.add_argument(
         "--ratios",
-        type=float,
+        type=ratio,
         nargs=3,
         default=[0.8, 0.1, 0.1],
         metavar=("TRAIN", "VALIDATION", "TEST"),
@@ -318,11 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--model", help="OpenAI model (default gpt-4o-mini-2024-07-18)")
     stats.add_argument(
         "--hf-model",
-        default=models.EMBEDDED_MODEL,
-        help=f"model whose tokenizer to count with (default {models.EMBEDDED_MODEL})",
+        help="model whose tokenizer to count with (default: the embedded model)",
     )
-    stats.add_argument("--epochs", type=int, help="epochs (default: OpenAI's heuristic)")
-    stats.add_argument("--limit", type=int, help="count the examples longer than this")
+    stats.add_argument("--epochs", type=positive_int, help="epochs (default: OpenAI's heuristic)")
+    stats.add_argument("--limit", type=positive_int, help="count the examples longer than this")
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=cmd_stats)
 
@@ -331,30 +435,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     bench = commands.add_parser("bench-train", help="seed pipeline vs course pipeline throughput")
-    bench.add_argument("--model", default=models.EMBEDDED_MODEL, help="model to train")
+    bench.add_argument("--model", help="model to train (default: the embedded model)")
     bench.add_argument("--method", choices=["lora", "full"], default="lora")
-    bench.add_argument("--steps", type=int, default=6, help="timed optimizer steps per pipeline")
-    bench.add_argument("--batch-size", type=int, default=4, help="examples per step")
+    bench.add_argument(
+        "--steps", type=positive_int, default=6, help="timed optimizer steps per pipeline"
+    )
+    bench.add_argument("--batch-size", type=positive_int, default=4, help="examples per step")
     bench.add_argument("--packing", action="store_true", help="pack each batch into one row")
     bench.add_argument("--json", action="store_true", help="also print the figures as JSON")
     bench.set_defaults(func=cmd_bench_train)
 
     serve = commands.add_parser("serve", help="local OpenAI-compatible fine-tuning server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default local)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=port, default=8000, help="port (default 8000)")
     serve.add_argument(
         "--api-key", help="the key clients must send (default $FINETUNE_COURSE_API_KEY, or new)"
     )
     serve.add_argument("--data-dir", help="files, jobs and models (default $CACHE/server)")
     serve.add_argument(
-        "--max-steps", type=int, help="cap every job's training steps (tests, short workshops)"
+        "--max-steps",
+        type=positive_int,
+        help="cap every job's training steps (tests, short workshops)",
     )
     serve.add_argument(
-        "--max-upload-mb", type=float, default=100.0, help="largest upload (default 100 MB)"
+        "--max-upload-mb",
+        type=positive_float,
+        default=100.0,
+        help="largest upload (default 100 MB)",
     )
     serve.add_argument(
         "--alias",
         action="append",
+        type=alias,
         default=[],
         metavar="NAME=MODEL",
         help="serve model NAME with a local MODEL (OpenAI names map to the embedded model)",
@@ -364,16 +476,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench_server = commands.add_parser(
         "bench-server", help="chat latency and the default job's wall time on the local server"
     )
-    bench_server.add_argument("--requests", type=int, default=10, help="timed chat requests")
-    bench_server.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
+    bench_server.add_argument(
+        "--requests", type=positive_int, default=10, help="timed chat requests"
+    )
+    bench_server.add_argument(
+        "--max-tokens", type=positive_int, default=64, help="new tokens per request"
+    )
     bench_server.set_defaults(func=cmd_bench_server)
 
     run = commands.add_parser("batch", help="run notebooks over a parameter grid (papermill)")
-    run.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
+    run.add_argument(
+        "notebooks",
+        nargs="*",
+        type=existing_file,
+        help="notebooks to run (default: all in notebooks/)",
+    )
     run.add_argument(
         "-p",
         "--param",
         action="append",
+        type=grid_param,
         default=[],
         metavar="NAME=VALUE",
         help="a parameter value or YAML list of values; repeat for a grid",
@@ -390,7 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except FILE_ERRORS as error:
+        if error.filename is None:  # not about a path: a bug, keep its traceback
+            raise
+        return _error(error)
+    except _user_errors() as error:
+        return _error(error)
 
 
 if __name__ == "__main__":

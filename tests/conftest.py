@@ -1,8 +1,19 @@
-"""Shared fixtures: the real embedded model (loaded once per session) and the tiny test model."""
+"""Shared fixtures: the real embedded model (loaded once per session), its tokenizer, a tiny model.
+
+Every test that uses the ``embedded`` fixture loads the real 135M model, so it is marked
+``slow`` here, once: ``pytest -m "not slow"`` then skips it without each file saying so.
+"""
 
 import pytest
 
 from helpers import models
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the real embedded model (directly or through a fixture) slow."""
+    for item in items:
+        if "embedded" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -12,9 +23,9 @@ def embedded():
 
 
 @pytest.fixture(scope="session")
-def tokenizer(embedded):
-    """The embedded model's tokenizer."""
-    return embedded[1]
+def tokenizer():
+    """The embedded model's tokenizer alone (fast: the model is not loaded)."""
+    return models.load_tokenizer()
 
 
 @pytest.fixture

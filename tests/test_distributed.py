@@ -34,6 +34,7 @@ def _summary(stdout: str) -> dict:
     return json.loads(stdout[stdout.index("{\n") :])
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_torchrun_with_two_cpu_processes_trains_one_model(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     result = subprocess.run(
@@ -49,6 +50,7 @@ def test_torchrun_with_two_cpu_processes_trains_one_model(tmp_path):
     assert result.stdout.count('"world_size"') == 1  # only rank 0 reports
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_single_process_run_reports_the_same_shape(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "helpers", "train", str(_config(tmp_path))],
@@ -65,6 +67,11 @@ def test_config_errors_are_clear(tmp_path):
     path = _config(tmp_path, learning_rat=0.1)
     with pytest.raises(ValueError, match="unknown keys \\['learning_rat'\\]"):
         load_config(path)
+
+
+@pytest.mark.slow  # starts the command line in a subprocess
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    path = _config(tmp_path, learning_rat=0.1)
     result = subprocess.run(
         [sys.executable, "-m", "helpers", "train", str(path)], capture_output=True, text=True
     )

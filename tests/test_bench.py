@@ -1,0 +1,291 @@
+"""bench-train: MFU arithmetic, model-shape matmul FLOPs, the seed's pipeline, the report."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM
+
+from helpers import bench
+from helpers.chat import IGNORE_INDEX, make_collator, tokenize_dataset
+from helpers.data import load_examples
+from helpers.models import ModelLoadError, tiny_model
+from helpers.paths import sample_path
+
+SMOLLM2 = LlamaConfig(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    num_hidden_layers=30,
+    vocab_size=49152,
+    tie_word_embeddings=True,
+)
+
+
+# --- MFU and FLOPs ------------------------------------------------------------------------
+
+
+def test_flops_per_token_is_six_params_for_full_and_four_for_lora():
+    assert bench.flops_per_token(1_000, "full") == 6_000
+    assert bench.flops_per_token(1_000, "lora") == 4_000
+    with pytest.raises(ValueError, match="'qlora'"):
+        bench.flops_per_token(1_000, "qlora")
+
+
+def test_mfu_is_flops_per_token_times_tokens_per_second_over_peak():
+    # 6 x 1e6 FLOPs per token x 1000 tokens/s = 6 GFLOP/s, a quarter of a 24 GFLOP/s peak.
+    assert bench.mfu(1_000_000, "full", 1_000, 24e9) == pytest.approx(0.25)
+    # LoRA: 4 x 1e6 x 1000 = 4 GFLOP/s, half of 8 GFLOP/s.
+    assert bench.mfu(1_000_000, "lora", 1_000, 8e9) == pytest.approx(0.5)
+
+
+def test_linear_flops_agree_with_torchs_flop_counter():
+    x, weight = torch.randn(7, 576), torch.randn(192, 576)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.linear(x, weight)
+    assert bench.linear_flops(7, 576, 192) == counter.get_total_flops()
+
+
+def test_smollm2_linear_shapes_are_the_layers_the_model_has():
+    shapes = bench.model_linear_shapes(SMOLLM2)
+    assert shapes == {
+        (576, 576): 60,  # q_proj, o_proj
+        (576, 192): 60,  # k_proj, v_proj
+        (576, 1536): 60,  # gate_proj, up_proj
+        (1536, 576): 30,  # down_proj
+        (576, 49152): 1,  # lm_head
+    }
+    with torch.device("meta"):
+        model = LlamaForCausalLM(SMOLLM2)
+    linears = Counter(
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)
+    )
+    assert shapes == dict(linears)
+
+
+def test_shapes_of_a_model_that_is_not_llama_style_are_a_clear_error():
+    with pytest.raises(ValueError, match="'gpt2' model's config has no intermediate_size"):
+        bench.model_linear_shapes(GPT2Config())
+
+
+def test_model_shape_peak_weights_each_shape_by_its_use():
+    calls = []
+
+    def timer(tokens, d_in, d_out, dtype):
+        calls.append((tokens, d_in, d_out, dtype))
+        return 1.0 if (d_in, d_out) == (2, 3) else 4.0  # seconds per call, scripted
+
+    shapes = {(2, 3): 10, (4, 5): 1}
+    peak = bench.model_shape_peak_flops(shapes, tokens=100, dtype=torch.bfloat16, timer=timer)
+    # 10 x 2*100*2*3 + 1 x 2*100*4*5 = 12000 + 4000 FLOPs in 10 x 1 s + 1 x 4 s.
+    assert peak == pytest.approx(16_000 / 14)
+    assert sorted(calls) == [(100, 2, 3, torch.bfloat16), (100, 4, 5, torch.bfloat16)]
+
+
+def test_time_linear_times_runs_long_enough_to_see_past_scheduler_noise(monkeypatch):
+    runs = []
+
+    def time_calls(x, weight, calls):
+        runs.append(calls)
+        return calls * 0.01  # scripted: 10 ms a call
+
+    monkeypatch.setattr(bench, "_time_calls", time_calls)
+    seconds = bench.time_linear(4, 3, 2, torch.float32, repeats=3, min_seconds=0.05)
+    assert seconds == pytest.approx(0.01)
+    assert runs == [1, 2, 4, 8, 8, 8, 8]  # doubled until a run takes 50 ms, then 3 timed runs
+
+
+# --- the seed pipeline --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_examples(sample_path("customer_service"))[0]
+
+
+def test_seed_collator_masks_every_end_of_turn_because_pad_is_eos(tokenizer, example):
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.pad_token_id == end_of_turn
+    row = bench.seed_dataset([example], tokenizer)[0]
+    batch = bench.seed_collator(tokenizer)([row])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    real = batch["attention_mask"][0].bool()
+    assert len(ids) == bench.SEED_MAX_LENGTH
+    turns = len(example["messages"])
+    assert int((ids[real] == end_of_turn).sum()) == turns  # one per turn, the reply's included
+    assert (labels[ids == end_of_turn] == IGNORE_INDEX).all()  # ... and none is trained
+    trained = labels != IGNORE_INDEX
+    assert (labels[trained] == ids[trained]).all()
+    assert int(trained.sum()) == int(real.sum()) - turns  # every other real token, prompt too
+
+
+def test_course_collator_trains_the_replys_end_of_turn(tokenizer, example):
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    dataset, _ = tokenize_dataset([example], tokenizer)
+    batch = make_collator(tokenizer)([dataset[0]])
+    assert int((batch["labels"][0] == end_of_turn).sum()) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny model saved in bf16 as a model folder, with the embedded tokenizer."""
+    model, tokenizer = tiny_model()
+    folder = tmp_path_factory.mktemp("tiny")
+    model.to(torch.bfloat16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_seed_loads_on_library_defaults_in_fp32(tiny_folder):
+    model, tokenizer = bench.load_pipeline_model("seed", tiny_folder)
+    assert model.config._attn_implementation == "sdpa"
+    assert model.dtype == torch.float32
+    assert tokenizer.pad_token is not None
+
+
+def test_course_loads_eager_on_cpu_or_the_attention_asked_for(tiny_folder):
+    eager, _ = bench.load_pipeline_model("course", tiny_folder)
+    sdpa, _ = bench.load_pipeline_model("course", tiny_folder, "sdpa")
+    assert eager.config._attn_implementation == "eager"
+    assert sdpa.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="'article'"):
+        bench.load_pipeline_model("article", tiny_folder)
+
+
+# --- bench_train's wiring, with scripted pipeline runs and peaks --------------------------
+
+PEAKS = {torch.float32: (100e9, 200e9), torch.bfloat16: (400e9, 800e9)}  # (shape, square)
+
+
+def _scripted_run(pipeline, attention, folder, *settings):
+    tokens_per_s = {None: 1_000.0, "eager": 3_000.0, "sdpa": 2_500.0}[attention]
+    return {
+        "attention": attention or "sdpa",
+        "params": 1_000_000,
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_step": 300.0,
+        "seconds_per_step": 1_000 / tokens_per_s,
+        "peak_rss_mb": {None: 2_000.0, "eager": 1_000.0, "sdpa": 900.0}[attention],
+    }
+
+
+def test_bench_train_prepares_first_and_reports_each_pipeline(tiny_folder, monkeypatch):
+    events = []
+
+    def prepare(name):
+        events.append(("prepare", name))
+        return tiny_folder
+
+    def fresh_process(function, pipeline, attention, folder, *settings):
+        events.append((pipeline, attention, folder))
+        return _scripted_run(pipeline, attention, folder, *settings)
+
+    def peaks(shapes, tokens_per_step, dtype):
+        events.append(("peaks", tokens_per_step, dtype))
+        assert shapes[(64, 128)] == 4  # the tiny model's own gate and up projections
+        return PEAKS[dtype]
+
+    monkeypatch.setattr(bench, "resolve_model_path", prepare)
+    monkeypatch.setattr(bench, "_in_fresh_process", fresh_process)
+    monkeypatch.setattr(bench, "_peaks", peaks)
+    examples = load_examples(sample_path("customer_service"))
+    figures = bench.bench_train("some-model", examples, steps=2, batch_size=3, bf16=True)
+
+    assert events[:4] == [
+        ("prepare", "some-model"),
+        ("seed", None, tiny_folder),
+        ("course", "eager", tiny_folder),
+        ("course", "sdpa", tiny_folder),
+    ]
+    assert ("peaks", 3 * 512, torch.float32) in events  # the seed's padded batch, in fp32
+    assert ("peaks", 300.0, torch.bfloat16) in events  # the course's batch, in bf16
+    assert figures["examples"] == 6
+    assert figures["speedup"] == pytest.approx(3.0)
+    assert figures["sdpa_speedup"] == pytest.approx(2.5)
+    # LoRA: 4 x 1e6 FLOPs per token.
+    assert figures["baseline_mfu"] == pytest.approx(4e6 * 1_000 / 100e9)
+    assert figures["baseline_mfu_square_peak"] == pytest.approx(4e6 * 1_000 / 200e9)
+    assert figures["mfu"] == pytest.approx(4e6 * 3_000 / 400e9)
+    assert figures["mfu_square_peak"] == pytest.approx(4e6 * 3_000 / 800e9)
+    assert figures["sdpa_mfu"] == pytest.approx(4e6 * 2_500 / 400e9)
+    line = json.dumps(figures)
+    assert "\n" not in line
+    assert {"speedup", "mfu", "tokens_per_s", "baseline_tokens_per_s"} <= set(json.loads(line))
+
+
+def test_bench_train_refuses_an_unknown_model_before_starting_a_pipeline(monkeypatch):
+    def fresh_process(*args):
+        raise AssertionError("a pipeline started")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(bench, "_in_fresh_process", fresh_process)
+    with pytest.raises(ModelLoadError, match="no-such/model"):
+        bench.bench_train("no-such/model", [], steps=1, batch_size=1)
+
+
+# --- the report ---------------------------------------------------------------------------
+
+FIGURES = {
+    "model": "HuggingFaceTB/SmolLM2-135M-Instruct-with-a-rather-long-name-for-a-hub-model-id",
+    "method": "lora",
+    "examples": 24,
+    "steps": 6,
+    "batch_size": 4,
+    "useful_tokens": 4321,
+    "trained_tokens_course": 1234,
+    "dtype": "bf16",
+    "packing": False,
+    "params": 134_515_008,
+    "flops_per_token": 538_060_032,
+    "baseline_attention": "sdpa",
+    "baseline_tokens_per_s": 111.0,
+    "baseline_seconds_per_step": 9.87,
+    "baseline_peak_rss_mb": 2345.0,
+    "baseline_mfu": 0.0123,
+    "baseline_mfu_square_peak": 0.0098,
+    "baseline_peak_gflops": 87.0,
+    "baseline_square_peak_gflops": 99.0,
+    "attention": "eager",
+    "tokens_per_s": 777.0,
+    "seconds_per_step": 1.41,
+    "peak_rss_mb": 1200.0,
+    "speedup": 7.0,
+    "mfu": 0.0456,
+    "mfu_square_peak": 0.0321,
+    "sdpa_attention": "sdpa",
+    "sdpa_tokens_per_s": 666.0,
+    "sdpa_seconds_per_step": 1.64,
+    "sdpa_peak_rss_mb": 1100.0,
+    "sdpa_speedup": 6.0,
+    "sdpa_mfu": 0.0391,
+    "sdpa_mfu_square_peak": 0.0275,
+    "peak_gflops": 432.0,
+    "square_peak_gflops": 543.0,
+}
+
+
+def test_table_shows_every_figure_within_100_columns():
+    table = bench.format_table(FIGURES)
+    for text in [
+        FIGURES["model"],
+        "24 examples",
+        "6 steps of 4",
+        "4321 useful tokens",
+        "538 MFLOP",
+        *("111", "9.87", "2345", "1.2%", "1.0%", "87", "99"),  # seed
+        *("777", "7.00x", "1.41", "7.00x", "1200", "1.95x", "4.6%", "3.2%", "432", "543"),
+        *("666", "6.00x", "1.64", "6.02x", "1100", "2.13x", "3.9%", "2.8%"),  # course, sdpa
+        "eager",
+        "bf16",
+        "to 512",
+    ]:
+        assert text in table, text
+    assert max(len(line) for line in table.splitlines()) <= 100
+    slow = bench.format_table({**FIGURES, "baseline_tokens_per_s": 1.712, "tokens_per_s": 7.4251})
+    assert "1.71" in slow and "7.43" in slow  # a slow machine's rates keep their digits
+    lines = table.splitlines()
+    assert any(line.startswith("MFU vs model-shape peak") for line in lines)
+    assert any(line.startswith("MFU vs square peak") for line in lines)

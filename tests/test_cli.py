@@ -136,12 +136,12 @@ CONFIG_CASES = {
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if ``train`` gets as far as loading the model and training."""
-    from helpers import train
+    from helpers import config
 
-    def must_not_run(config):
+    def must_not_run(values):
         pytest.fail("a bad config reached train_from_config")
 
-    monkeypatch.setattr(train, "train_from_config", must_not_run)
+    monkeypatch.setattr(config, "train_from_config", must_not_run)
 
 
 def train_rejects(config, capsys, *words: str) -> None:
@@ -219,17 +219,18 @@ def test_split_writes_what_data_split_file_writes(tmp_path, capsys):
 
 
 def test_train_prints_truncated_and_dropped_examples(tmp_path, monkeypatch, capsys):
-    from helpers import train
+    from helpers import config as training_config
+    from helpers.measure import TrainResult
 
     config = tmp_path / "config.yaml"
     config.write_text(f"train_file: {json.dumps(SAMPLE)}\nmax_seq_length: 64\n")
     results = iter(
         [
-            train.TrainResult(method="lora", truncated_examples=[2, 5], dropped_examples=[7]),
-            train.TrainResult(method="lora"),
+            TrainResult(method="lora", truncated_examples=[2, 5], dropped_examples=[7]),
+            TrainResult(method="lora"),
         ]
     )
-    monkeypatch.setattr(train, "train_from_config", lambda config: next(results))
+    monkeypatch.setattr(training_config, "train_from_config", lambda values: next(results))
     assert main(["train", str(config)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["method"] == "lora"

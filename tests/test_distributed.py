@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.train import load_config
+from helpers.config import load_config
 
 
 def _config(tmp_path: Path, **extra) -> Path:

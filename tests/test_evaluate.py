@@ -8,7 +8,7 @@ import torch
 
 from helpers import evaluate, plots
 from helpers.chat import tokenize_dataset
-from helpers.train import TrainResult
+from helpers.measure import TrainResult
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! Contact us."}],

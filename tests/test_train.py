@@ -5,6 +5,7 @@ checkpoint) the evaluation metric is scripted; where learning itself is the poin
 margin holds by construction (an untrained model is at ln(vocabulary) ~ 10.8).
 """
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -22,18 +23,12 @@ from transformers import (
     TrainerCallback,
 )
 
-from helpers import models, train
+from helpers import config as training_config
+from helpers import measure, models, train
+from helpers.config import ConfigError, load_config
 from helpers.evaluate import mean_loss
-from helpers.train import (
-    DEFAULT_LEARNING_RATES,
-    LORA_DEFAULTS,
-    ConfigError,
-    TrainResult,
-    finetune,
-    load_config,
-    lora_parameter_count,
-    training_memory_gb,
-)
+from helpers.measure import TrainResult, training_memory_gb
+from helpers.train import DEFAULT_LEARNING_RATES, LORA_DEFAULTS, finetune, lora_parameter_count
 
 EXAMPLES = [
     {
@@ -151,16 +146,16 @@ def _toy_trainer(output_dir, collator, max_steps: int) -> Trainer:
 def test_step_time_includes_loading_the_batch(tmp_path, monkeypatch):
     pause, steps, clock = 100.0, 3, [0.0]  # a scripted clock: collating takes 100 s
     monkeypatch.setattr(
-        train, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock[0])
+        measure, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock[0])
     )
 
     def slow_collate(rows):
         clock[0] += pause  # Trainer collates before on_step_begin
         return {key: torch.tensor([row[key] for row in rows]) for key in rows[0]}
 
-    start = train.time.perf_counter()
+    start = measure.time.perf_counter()
     result = train.run(_toy_trainer(tmp_path, slow_collate, steps))
-    outside = train.time.perf_counter() - start
+    outside = measure.time.perf_counter() - start
     assert result.steps == steps and result.tokens_trained == steps * 4 * 16
     assert result.train_seconds >= steps * pause
     assert result.train_seconds <= result.wall_seconds <= outside
@@ -435,7 +430,7 @@ def test_a_second_run_on_the_same_model_still_trains_in_bf16(tiny, tmp_path):
 
 
 def test_memory_meter_sees_a_short_peak_between_samples():
-    from helpers.train import MemoryMeter
+    from helpers.measure import MemoryMeter
 
     models.release_memory()  # so the block below needs fresh pages, not freed ones
     meter = MemoryMeter("cpu")
@@ -622,7 +617,29 @@ def test_train_from_config_uses_the_lora_rate_and_the_process_device(tmp_path, m
         "lora:\n  use_rslora: true\n"
         "training:\n  max_steps: 1\n  per_device_train_batch_size: 2\n  disable_tqdm: true\n"
     )
-    result = train.train_from_config(load_config(path))
+    result = training_config.train_from_config(load_config(path))
     assert loaded == {"name": models.EMBEDDED_MODEL, "device": None}  # models picks it
     assert recorded[0].learning_rate == DEFAULT_LEARNING_RATES["lora"]
     assert result.steps == 1 and result.model.peft_config["default"].use_rslora
+
+
+def test_measure_callback_on_a_plain_trainer_counts_what_the_notebooks_need(tmp_path):
+    """The notebooks' path: their own Trainer, ``callbacks=[meter]``, ``trainer.train()``."""
+    from transformers import DataCollatorForSeq2Seq
+
+    meter = measure.MeasureCallback()
+    with pytest.raises(RuntimeError, match="finished trainer.train"):
+        meter.result(None)
+    trainer = _toy_trainer(tmp_path, None, max_steps=2)
+    trainer.data_collator = DataCollatorForSeq2Seq(models.load_tokenizer(), padding=True)
+    trainer.add_callback(meter)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    result = meter.result(trainer, saved_dir=tmp_path / "final")
+    assert result.steps == 2 and result.method == "full"
+    assert result.tokens_trained == 2 * 4 * 16  # non-padding tokens, counted by Trainer
+    assert result.saved_size_mb == pytest.approx(
+        (tmp_path / "final" / "model.safetensors").stat().st_size / 2**20
+    )
+    saved = json.loads((tmp_path / "final" / "train_result.json").read_text())
+    assert saved["steps"] == 2 and "model" not in saved

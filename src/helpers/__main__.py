@@ -30,7 +30,7 @@ from helpers.paths import cache_dir
 USER_ERRORS = (
     ("helpers.data", "DataFileError"),
     ("helpers.models", "ModelLoadError"),
-    ("helpers.train", "ConfigError"),
+    ("helpers.config", "ConfigError"),
 )
 # Filesystem errors on a path the user named (they carry its name): one line, exit 2.
 FILE_ERRORS = (
@@ -309,7 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune headless from a YAML/JSON config; runs the same under torchrun and accelerate."""
     import os
 
-    from helpers.train import load_config, train_from_config
+    from helpers.config import load_config, train_from_config
 
     try:
         config = load_config(args.config)  # checked before the model loads

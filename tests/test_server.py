@@ -1,103 +1,66 @@
-"""The local OpenAI-compatible server, driven only through the official ``openai`` client.
+"""The local OpenAI-compatible server in this process, on the tiny random model: fast.
 
-One server (a subprocess on a free port, with the real embedded model) serves the
-whole module; every client validates every response strictly against the client's
-own types. Tests run in file order: the chat and model tests use the model that the
-fine-tuning test trained, and the restart test comes last.
+Each test builds its own app over its own data folder (``serving``) and talks to it
+through the official ``openai`` client with strict response validation, so no test
+depends on another or on their order. ``tests/test_server_slow.py`` runs the real
+embedded model in a server subprocess.
 """
 
 import json
-import re
+import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+import httpx
 import openai
 import pytest
+import torch
+from fastapi.testclient import TestClient
 from openai import OpenAI
+from safetensors.torch import load_file
 
-from helpers.paths import sample_path
-from helpers.server import start_server
+from helpers import data as data_module
+from helpers.models import TINY_MODEL
+from helpers.server import free_port, start_server
+from helpers.server.app import FORM_OVERHEAD, LoadedModel, ModelPool, create_app, load_chat_model
+from helpers.server.store import Store, now
+from helpers.server.worker import CoreShare, Worker
 
-pytestmark = pytest.mark.slow
-
-MAX_STEPS = 20  # the server's cap on any job's steps
+KEY = "sk-test-key"
+TINY = "tiny"  # served by helpers.models.tiny_model()
 TERMINAL = ("succeeded", "failed", "cancelled")
+HELLO = [{"role": "user", "content": "Hello there!"}]
 
 
-def _examples() -> list[str]:
-    lines = sample_path("customer_service").read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip()]
+@contextmanager
+def serving(data_dir, **options):
+    """Yield a strict ``openai`` client for an app over ``data_dir`` (started and stopped)."""
+    options.setdefault("aliases", {TINY: TINY_MODEL})
+    app = create_app(data_dir, KEY, **options)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        yield OpenAI(
+            base_url="http://testserver/v1",
+            api_key=KEY,
+            http_client=http,
+            max_retries=0,
+            _strict_response_validation=True,
+        )
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Small JSONL files cut from the customer-service sample, plus a broken one."""
-    folder = tmp_path_factory.mktemp("jsonl")
-    lines = _examples()
-    broken = lines[:12]
-    broken[4] = broken[4][: len(broken[4]) // 2]  # line 5: JSON cut in half
-    contents = {
-        "train": lines[:12],
-        "validation": lines[12:16],
-        "long": lines[:60],
-        "nine": lines[:9],
-        "broken": broken,
+def example(user: str, assistant: str) -> dict:
+    return {
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     }
-    paths = {}
-    for name, rows in contents.items():
-        paths[name] = folder / f"{name}.jsonl"
-        paths[name].write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return paths
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One running server for the module, with a step cap and a 1 MB upload limit."""
-    data_dir = tmp_path_factory.mktemp("server")
-    with start_server(data_dir=data_dir, max_steps=MAX_STEPS, max_upload_mb=1) as running:
-        yield running
+def write_jsonl(path, examples: list[dict]):
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples), encoding="utf-8")
+    return path
 
 
-def make_client(server, api_key=None) -> OpenAI:
-    """Return a strict official client for the server."""
-    return OpenAI(
-        base_url=server.base_url,
-        api_key=api_key or server.api_key,
-        _strict_response_validation=True,
-        max_retries=0,
-    )
-
-
-@pytest.fixture(scope="module")
-def client(server) -> OpenAI:
-    return make_client(server)
-
-
-def wait_for(check, timeout: float = 300.0, interval: float = 0.5):
-    """Call ``check`` until it returns something truthy; return that, or fail at the timeout."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(interval)
-    return result
-
-
-def finished(client, job_id: str, timeout: float = 300.0):
-    """Poll a job until it is finished; return it."""
-
-    def check():
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        return job if job.status in TERMINAL else None
-
-    return wait_for(check, timeout)
-
-
-def metrics_steps(client, job_id: str) -> list[int]:
-    """Return the steps of a job's training-loss events, oldest first."""
-    events = client.fine_tuning.jobs.list_events(job_id, limit=1000).data
-    return sorted(
-        e.data["step"] for e in events if e.type == "metrics" and "valid_loss" not in e.data
-    )
+def short_examples(count: int = 10) -> list[dict]:
+    return [example(f"Question {i}?", f"Answer number {i}.") for i in range(count)]
 
 
 def upload(client, path, purpose="fine-tune"):
@@ -105,7 +68,38 @@ def upload(client, path, purpose="fine-tune"):
         return client.files.create(file=handle, purpose=purpose)
 
 
-# --- stop strings, without a server ----------------------------------------------------------
+def finished(client, job_id: str, timeout: float = 300.0):
+    """Poll a job until it is finished; return it."""
+    deadline = time.monotonic() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in TERMINAL:
+        assert time.monotonic() < deadline, "timed out waiting for the job"
+        time.sleep(0.2)
+    return job
+
+
+def tiny_job(client, tmp_path, examples=None, model=TINY, **options):
+    """Train a tiny job (10 examples, batch 5, 1 epoch: 2 steps) to the end; return it."""
+    path = write_jsonl(
+        tmp_path / f"train-{time.monotonic_ns()}.jsonl", examples or short_examples()
+    )
+    job = client.fine_tuning.jobs.create(
+        model=model,
+        training_file=upload(client, path).id,
+        hyperparameters={"n_epochs": 1, "batch_size": 5},
+        seed=3,
+        **options,
+    )
+    return finished(client, job.id)
+
+
+def messages(client, job_id: str) -> list[str]:
+    """Return a job's event messages, oldest first."""
+    return [
+        e.message for e in reversed(client.fine_tuning.jobs.list_events(job_id, limit=1000).data)
+    ]
+
+
+# --- stop strings ----------------------------------------------------------------------------
 
 
 def test_text_assembler_holds_back_a_possible_stop_string():
@@ -129,374 +123,537 @@ def test_text_assembler_holds_back_a_possible_stop_string():
 # --- files, keys, ids ---------------------------------------------------------------------
 
 
-def test_files_upload_list_retrieve_content_and_delete(client, files):
-    uploaded = [upload(client, files[name]) for name in ("train", "validation", "nine")]
-    first = uploaded[0]
-    assert re.fullmatch(r"file-[A-Za-z0-9]{24}", first.id)
-    assert (first.filename, first.purpose, first.status) == (
-        "train.jsonl",
-        "fine-tune",
-        "processed",
-    )
-    assert first.bytes == files["train"].stat().st_size
-    assert client.files.retrieve(first.id) == first
-    assert client.files.content(first.id).content == files["train"].read_bytes()
-
-    # Pages of two, newest first, until has_more is false; oldest first with order="asc".
-    page = client.files.list(limit=2)
-    assert len(page.data) == 2 and page.has_more
-    listed = [f.id for f in client.files.list(limit=2)]
-    assert listed[:3] == [f.id for f in reversed(uploaded)]
-    ascending = [f.id for f in client.files.list(limit=2, order="asc")]
-    assert ascending == listed[::-1]
-    assert all(f.purpose == "fine-tune" for f in client.files.list(purpose="fine-tune"))
-
-    other = upload(client, files["nine"], purpose="assistants")
-    deleted = client.files.delete(other.id)
-    assert deleted.deleted and deleted.id == other.id
-    with pytest.raises(openai.NotFoundError):
-        client.files.retrieve(other.id)
-
-
-def test_upload_over_the_limit_is_413(client):
-    with pytest.raises(openai.APIStatusError) as caught:
-        client.files.create(file=("big.jsonl", b"x" * (2 * 2**20)), purpose="fine-tune")
-    assert caught.value.status_code == 413
-    assert [f for f in client.files.list() if f.filename == "big.jsonl"] == []
-
-
-def test_file_names_never_touch_paths(client, server):
-    stored = client.files.create(file=("../../evil.jsonl", b"{}\n"), purpose="fine-tune")
-    assert stored.filename == "evil.jsonl"
-    assert not (server.data_dir.parent / "evil.jsonl").exists()
-    assert (server.data_dir / "files" / stored.id).is_file()
-
-
-def test_wrong_key_is_an_authentication_error(server):
-    with pytest.raises(openai.AuthenticationError) as caught:
-        make_client(server, api_key="sk-wrong").models.list()
-    assert caught.value.code == "invalid_api_key"
-
-
-def test_unknown_ids_are_not_found(client):
-    calls = [
-        lambda: client.files.retrieve("file-doesnotexist"),
-        lambda: client.files.content("file-doesnotexist"),
-        lambda: client.files.delete("file-doesnotexist"),
-        lambda: client.fine_tuning.jobs.retrieve("ftjob-doesnotexist"),
-        lambda: client.fine_tuning.jobs.cancel("ftjob-doesnotexist"),
-        lambda: client.fine_tuning.jobs.list_events("ftjob-doesnotexist"),
-        lambda: client.fine_tuning.jobs.checkpoints.list("ftjob-doesnotexist"),
-        lambda: client.models.retrieve("ft:gpt-4o-mini-2024-07-18:local::nothing"),
-        lambda: client.models.delete("ft:gpt-4o-mini-2024-07-18:local::nothing"),
-    ]
-    for call in calls:
+def test_files_upload_list_retrieve_content_and_delete(tmp_path):
+    path = write_jsonl(tmp_path / "train.jsonl", short_examples())
+    with serving(tmp_path / "data") as client:
+        uploaded = [upload(client, path) for _ in range(3)]
+        first = uploaded[0]
+        assert (first.filename, first.purpose, first.status) == (
+            "train.jsonl",
+            "fine-tune",
+            "processed",
+        )
+        assert first.bytes == path.stat().st_size
+        assert client.files.retrieve(first.id) == first
+        assert client.files.content(first.id).content == path.read_bytes()
+        page = client.files.list(limit=2)
+        assert len(page.data) == 2 and page.has_more
+        assert [f.id for f in client.files.list(limit=2)] == [f.id for f in reversed(uploaded)]
+        assert [f.id for f in client.files.list(limit=2, order="asc")] == [f.id for f in uploaded]
+        other = upload(client, path, purpose="assistants")
+        assert [f.id for f in client.files.list(purpose="assistants")] == [other.id]
+        assert client.files.delete(other.id).deleted
         with pytest.raises(openai.NotFoundError):
-            call()
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(
-            model="no-such-model", messages=[{"role": "user", "content": "hi"}]
+            client.files.retrieve(other.id)
+
+
+def test_upload_over_the_limit_is_413(tmp_path):
+    with serving(tmp_path / "data", max_upload_bytes=2**20) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.files.create(file=("big.jsonl", b"x" * (2 * 2**20)), purpose="fine-tune")
+        assert caught.value.status_code == 413
+        assert client.files.list().data == []
+
+
+class CountingSpool:
+    """Stands in for the form parser's SpooledTemporaryFile and records the bytes written."""
+
+    largest = 0
+
+    def __init__(self, *args, **kwargs):
+        import tempfile
+
+        self.file = tempfile.SpooledTemporaryFile(*args, **kwargs)  # noqa: SIM115 (the parser closes it)
+        self.size = 0
+
+    def write(self, chunk):
+        self.size += len(chunk)
+        CountingSpool.largest = max(CountingSpool.largest, self.size)
+        return self.file.write(chunk)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+@contextmanager
+def live_server(app):
+    """Serve an app with uvicorn in a thread (real HTTP, chunked bodies); yield its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_chunked_upload_over_the_limit_is_413_before_it_is_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr("starlette.formparsers.SpooledTemporaryFile", CountingSpool)
+    limit, chunk, chunks = 2**18, 2**16, 64  # 256 KB allowed, 4 MB sent without a length
+    boundary = "testboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+    def body():
+        yield head
+        for _ in range(chunks):
+            yield b"x" * chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    app = create_app(tmp_path / "data", KEY, max_upload_bytes=limit)
+    with live_server(app) as url:
+        response = httpx.post(
+            f"{url}/v1/files",
+            content=body(),
+            headers={
+                "Authorization": f"Bearer {KEY}",
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            timeout=60,
         )
-    assert caught.value.code == "model_not_found"
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["param"] == "file"
+    assert CountingSpool.largest <= limit + FORM_OVERHEAD + chunk  # not the 4 MB sent
+    assert list((tmp_path / "data" / "files").iterdir()) == []
 
 
-def test_bad_job_requests_are_400(client, files):
-    training = upload(client, files["train"])
-    wrong_purpose = upload(client, files["train"], purpose="assistants")
-    bad = [
-        ({"model": "gpt-17"}, "model"),
-        ({"training_file": "file-doesnotexist"}, "training_file"),
-        ({"training_file": wrong_purpose.id}, "training_file"),
-        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
-        ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
-        ({"hyperparameters": {"batch_size": 257}}, "hyperparameters.batch_size"),
-        ({"hyperparameters": {"learning_rate_multiplier": 0}}, None),
-        ({"suffix": "x" * 65}, "suffix"),
-    ]
-    for change, param in bad:
-        request = {"model": "gpt-4o-mini-2024-07-18", "training_file": training.id, **change}
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.fine_tuning.jobs.create(**request)
-        if param:
+def test_file_names_never_touch_paths(tmp_path):
+    with serving(tmp_path / "data") as client:
+        stored = client.files.create(file=("../../evil.jsonl", b"{}\n"), purpose="fine-tune")
+        assert stored.filename == "evil.jsonl"
+        assert not (tmp_path / "evil.jsonl").exists()
+        assert (tmp_path / "data" / "files" / stored.id).is_file()
+
+
+def test_wrong_key_is_an_authentication_error(tmp_path):
+    with serving(tmp_path / "data") as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.with_options(api_key="sk-wrong").models.list()
+        assert caught.value.code == "invalid_api_key"
+
+
+def test_unknown_ids_are_not_found(tmp_path):
+    with serving(tmp_path / "data") as client:
+        calls = [
+            lambda: client.files.retrieve("file-doesnotexist"),
+            lambda: client.files.content("file-doesnotexist"),
+            lambda: client.files.delete("file-doesnotexist"),
+            lambda: client.fine_tuning.jobs.retrieve("ftjob-doesnotexist"),
+            lambda: client.fine_tuning.jobs.cancel("ftjob-doesnotexist"),
+            lambda: client.fine_tuning.jobs.list_events("ftjob-doesnotexist"),
+            lambda: client.fine_tuning.jobs.checkpoints.list("ftjob-doesnotexist"),
+            lambda: client.models.retrieve("ft:gpt-4o-mini-2024-07-18:local::nothing"),
+            lambda: client.models.delete("ft:gpt-4o-mini-2024-07-18:local::nothing"),
+        ]
+        for call in calls:
+            with pytest.raises(openai.NotFoundError):
+                call()
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(model="no-such-model", messages=HELLO)
+        assert caught.value.code == "model_not_found"
+
+
+# --- model names never reach the file system ----------------------------------------------
+
+
+def test_model_names_cannot_probe_local_folders(tmp_path):
+    folder = tmp_path / "secret-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    training = write_jsonl(tmp_path / "train.jsonl", short_examples())
+    with serving(tmp_path / "data") as client:
+        file_id = upload(client, training).id
+        for name in (str(folder), f"{tmp_path}/../{tmp_path.name}/secret-model", "~/x", "a/../b"):
+            with pytest.raises(openai.NotFoundError) as caught:  # as for any unknown name
+                client.chat.completions.create(model=name, messages=HELLO, max_tokens=1)
+            assert caught.value.code == "model_not_found"
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.fine_tuning.jobs.create(model=name, training_file=file_id)
+            assert caught.value.code == "model_not_available"
+    with serving(tmp_path / "data", aliases={"mine": str(folder)}) as client:
+        with pytest.raises(openai.BadRequestError) as caught:  # registered: it is tried
+            client.chat.completions.create(model="mine", messages=HELLO, max_tokens=1)
+        assert "could not be loaded" in caught.value.message
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_zero_max_tokens_is_400_naming_the_field(tmp_path):
+    with serving(tmp_path / "data") as client:
+        for field in ("max_tokens", "max_completion_tokens"):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model=TINY, messages=HELLO, **{field: 0})
+            assert caught.value.param == field and caught.value.type == "invalid_request_error"
+
+
+def test_server_errors_say_an_id_not_the_exception(tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail /etc/somewhere")
+
+    monkeypatch.setattr("helpers.server.app.render_prompt", broken)
+    with (
+        serving(tmp_path / "data") as client,
+        caplog.at_level(logging.ERROR, "helpers.server"),
+        pytest.raises(openai.InternalServerError) as caught,
+    ):
+        client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=1)
+    message = caught.value.message
+    assert "secret" not in message and "RuntimeError" not in message
+    request_id = message.split("(request ")[1].split(")")[0]
+    (record,) = [r for r in caplog.records if request_id in r.getMessage()]
+    assert "secret detail" in str(record.exc_info[1])
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def test_bad_job_requests_are_400(tmp_path):
+    training = write_jsonl(tmp_path / "train.jsonl", short_examples())
+    with serving(tmp_path / "data") as client:
+        file_id = upload(client, training).id
+        wrong_purpose = upload(client, training, purpose="assistants").id
+        bad = [
+            ({"model": "gpt-17"}, "model"),
+            ({"model": "ft:tiny:local::nothing"}, "model"),
+            ({"training_file": "file-doesnotexist"}, "training_file"),
+            ({"training_file": wrong_purpose}, "training_file"),
+            ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+            ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
+            ({"hyperparameters": {"batch_size": 257}}, "hyperparameters.batch_size"),
+            ({"suffix": "x" * 65}, "suffix"),
+        ]
+        for change, param in bad:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.fine_tuning.jobs.create(
+                    **{"model": TINY, "training_file": file_id, **change}
+                )
             assert caught.value.param == param, change
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.fine_tuning.jobs.create(model="gpt-17", training_file=training.id)
-    assert "smollm2-135m-instruct" in caught.value.message  # lists what is available
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.fine_tuning.jobs.create(model="gpt-17", training_file=file_id)
+        assert "smollm2-135m-instruct" in caught.value.message  # lists what is available
 
 
-# --- jobs that fail validation ------------------------------------------------------------
+def test_invalid_files_fail_the_job_naming_the_problem(tmp_path):
+    lines = [json.dumps(e) for e in short_examples(12)]
+    lines[4] = lines[4][: len(lines[4]) // 2]  # line 5: JSON cut in half
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(lines) + "\n")
+    nine = write_jsonl(tmp_path / "nine.jsonl", short_examples(9))
+    with serving(tmp_path / "data") as client:
+        job = client.fine_tuning.jobs.create(model=TINY, training_file=upload(client, broken).id)
+        job = finished(client, job.id)
+        assert job.status == "failed" and job.error.code == "invalid_training_file"
+        assert "line 5" in job.error.message and job.error.param == "training_file"
+        job = client.fine_tuning.jobs.create(model=TINY, training_file=upload(client, nine).id)
+        job = finished(client, job.id)
+        assert job.status == "failed" and job.error.code == "invalid_n_examples"
+        assert client.fine_tuning.jobs.list_events(job.id).data[0].level == "error"
 
 
-def test_broken_file_fails_with_invalid_training_file_naming_the_line(client, files):
-    training = upload(client, files["broken"])
-    job = client.fine_tuning.jobs.create(model="gpt-3.5-turbo", training_file=training.id)
-    assert job.status == "validating_files" and job.hyperparameters.n_epochs == "auto"
-    job = finished(client, job.id)
-    assert job.status == "failed" and job.error.code == "invalid_training_file"
-    assert "line 5" in job.error.message and job.error.param == "training_file"
-    assert job.fine_tuned_model is None and job.finished_at is not None
+def test_job_reports_token_accuracy_in_events_and_results(tmp_path):
+    with serving(tmp_path / "data") as client:
+        job = tiny_job(client, tmp_path)
+        assert job.status == "succeeded", job.error
+        rows = client.files.content(job.result_files[0]).text.splitlines()
+        assert rows[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+        accuracies = [row.split(",")[2] for row in rows[1:]]
+        assert len(accuracies) == 2 and all(0 <= float(a) <= 1 for a in accuracies)
+        events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+        steps = [e.data for e in events if e.type == "metrics"]
+        assert all(0 <= d["train_mean_token_accuracy"] <= 1 for d in steps) and len(steps) == 2
 
 
-def test_nine_examples_fail_with_invalid_n_examples(client, files):
-    training = upload(client, files["nine"])
-    job = client.fine_tuning.jobs.create(model="gpt-3.5-turbo", training_file=training.id)
-    job = finished(client, job.id)
-    assert job.status == "failed" and job.error.code == "invalid_n_examples"
-    assert "9 example" in job.error.message
-    newest = client.fine_tuning.jobs.list_events(job.id).data[0]
-    assert newest.level == "error"
+def test_truncated_and_dropped_examples_are_reported_as_events(tmp_path, monkeypatch):
+    monkeypatch.setattr("helpers.server.worker.MAX_SEQ_LENGTH", 100)
+    long_text = "word " * 150  # 150 tokens: more than the 100 trained
+    examples = short_examples(10)
+    examples[2] = example("Short question?", long_text)  # example 3: truncated
+    examples[6] = example(long_text, "A short answer.")  # example 7: nothing left to train on
+    with serving(tmp_path / "data") as client:
+        job = tiny_job(client, tmp_path, examples)
+        assert job.status == "succeeded", job.error
+        found = [m for m in messages(client, job.id) if "example(s)" in m]
+        assert len(found) == 2
+        assert "truncated" in found[0] and found[0].endswith("examples 3 (line 3)")
+        assert "dropped" in found[1] and found[1].endswith("examples 7 (line 7)")
 
 
-# --- a real fine-tuning job ------------------------------------------------------------------
+def test_fine_tuned_model_chats_differs_from_base_and_can_be_deleted(tmp_path):
+    with serving(tmp_path / "data") as client:
+        job = tiny_job(client, tmp_path, suffix="course")
+        name = job.fine_tuned_model
+        assert name.startswith("ft:tiny:local:course:")
+        reply = client.chat.completions.create(model=name, messages=HELLO, max_tokens=3)
+        assert reply.model == name and 0 < reply.usage.completion_tokens <= 3
+        assert name in {m.id for m in client.models.list()}
 
-
-@pytest.fixture(scope="module")
-def trained(client, files):
-    """A job on 12 examples (batch 6, 2 epochs: 4 steps) with a validation file, finished."""
-    training, validation = upload(client, files["train"]), upload(client, files["validation"])
-    job = client.fine_tuning.jobs.create(
-        model="gpt-4o-mini-2024-07-18",
-        training_file=training.id,
-        validation_file=validation.id,
-        method={
-            "type": "supervised",
-            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 6}},
-        },
-        suffix="course",
-        seed=7,
-        metadata={"notebook": "01"},
-    )
-    return finished(client, job.id)
-
-
-def test_job_succeeds_with_numbers_for_auto_and_a_model(client, trained):
-    job = trained
-    assert job.status == "succeeded", job.error
-    assert job.error is None and job.estimated_finish is None
-    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (2, 6)
-    assert job.hyperparameters.learning_rate_multiplier == 1.0  # "auto" resolved
-    assert job.method.supervised.hyperparameters.n_epochs == 2
-    assert job.seed == 7 and job.metadata == {"notebook": "01"}
-    assert job.trained_tokens > 0 and job.finished_at >= job.created_at
-    assert re.fullmatch(
-        r"ft:gpt-4o-mini-2024-07-18:local:course:[A-Za-z0-9]{8}", job.fine_tuned_model
-    )
-    listed = [j.id for j in client.fine_tuning.jobs.list(limit=1)]  # pages of one
-    assert job.id in listed and len(listed) == len(set(listed))
-
-
-def test_job_events_are_newest_first_with_metrics(client, trained):
-    events = list(client.fine_tuning.jobs.list_events(trained.id, limit=3))  # paged by 3
-    assert [e.created_at for e in events] == sorted((e.created_at for e in events), reverse=True)
-    assert len({e.id for e in events}) == len(events)
-    messages = [e.message for e in reversed(events)]
-    assert "served locally by smollm2-135m-instruct" in messages[0]  # the first event
-    assert any("validated" in m for m in messages) and any("started" in m for m in messages)
-    assert any("Checkpoint created" in m for m in messages)
-    assert events[0].message == "The job has successfully completed"
-    assert metrics_steps(client, trained.id) == [1, 2, 3, 4]
-    metrics = [e for e in events if e.type == "metrics"]
-    assert all(isinstance(e.data["train_loss"], float) for e in metrics)
-
-
-def test_checkpoints_and_results_file(client, trained):
-    checkpoints = client.fine_tuning.jobs.checkpoints.list(trained.id).data
-    assert [c.step_number for c in checkpoints] == [4, 2]  # one per epoch, newest first
-    for checkpoint in checkpoints:
-        assert checkpoint.fine_tuned_model_checkpoint == (
-            f"{trained.fine_tuned_model}:ckpt-step-{checkpoint.step_number}"
-        )
-        assert checkpoint.metrics.valid_loss > 0 and checkpoint.metrics.train_loss > 0
-        assert 0 <= checkpoint.metrics.valid_mean_token_accuracy <= 1
-
-    (result_id,) = trained.result_files
-    result = client.files.retrieve(result_id)
-    assert result.purpose == "fine-tune-results"
-    rows = client.files.content(result_id).text.splitlines()
-    assert rows[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
-    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
-    assert rows[2].split(",")[3] and not rows[1].split(",")[3]  # validated at each epoch's end
-
-
-# --- chat ----------------------------------------------------------------------------------
-
-QUESTION = [
-    {"role": "system", "content": "You are the customer-service assistant for XYZ Corp."},
-    {"role": "user", "content": "Do you ship to Canada?"},
-]
-
-
-def test_chat_with_the_fine_tuned_model(client, trained):
-    reply = client.chat.completions.create(
-        model=trained.fine_tuned_model, messages=QUESTION, max_tokens=12, temperature=0
-    )
-    (choice,) = reply.choices
-    assert reply.object == "chat.completion" and reply.model == trained.fine_tuned_model
-    assert choice.message.role == "assistant" and choice.message.content
-    assert choice.finish_reason in ("stop", "length")
-    usage = reply.usage
-    assert usage.prompt_tokens > 10 and 0 < usage.completion_tokens <= 12
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    again = client.chat.completions.create(
-        model=trained.fine_tuned_model, messages=QUESTION, max_tokens=12, temperature=0
-    )
-    assert again.choices[0].message.content == choice.message.content  # greedy: the same
-
-    sampled = client.chat.completions.create(
-        model=trained.fine_tuned_model, messages=QUESTION, max_tokens=6, n=2, seed=1
-    )
-    assert [c.index for c in sampled.choices] == [0, 1]
-    assert sampled.usage.completion_tokens <= 12
-
-
-def test_chat_streams_the_same_text_with_usage(client, trained):
-    plain = client.chat.completions.create(
-        model=trained.fine_tuned_model, messages=QUESTION, max_tokens=12, temperature=0
-    )
-    stream = client.chat.completions.create(
-        model=trained.fine_tuned_model,
-        messages=QUESTION,
-        max_tokens=12,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    assert all(c.object == "chat.completion.chunk" for c in chunks)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == plain.choices[0].message.content
-    assert chunks[-2].choices[0].finish_reason == plain.choices[0].finish_reason
-    assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
-
-
-def test_chat_stops_at_stop_strings(client):
-    reply = client.chat.completions.create(
-        model="gpt-3.5-turbo",
-        messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
-        max_tokens=30,
-        temperature=0,
-        stop=[","],
-    )
-    assert "," not in reply.choices[0].message.content
-    assert reply.choices[0].finish_reason == "stop"
-
-
-def test_chat_with_a_checkpoint(client, trained):
-    checkpoint = client.fine_tuning.jobs.checkpoints.list(trained.id).data[-1]
-    reply = client.chat.completions.create(
-        model=checkpoint.fine_tuned_model_checkpoint, messages=QUESTION, max_tokens=4
-    )
-    assert reply.usage.completion_tokens <= 4
-
-
-def test_twenty_concurrent_chats_all_complete(client):
-    def ask(number: int):
-        return client.chat.completions.create(
-            model="smollm2-135m-instruct",
-            messages=[{"role": "user", "content": f"Say the number {number}."}],
-            max_tokens=6,
-            temperature=0,
-        )
-
-    with ThreadPoolExecutor(20) as pool:
-        replies = list(pool.map(ask, range(20)))
-    assert all(r.choices[0].message.content and r.usage.completion_tokens for r in replies)
-
-
-# --- models --------------------------------------------------------------------------------
-
-
-def test_models_list_retrieve_and_delete(client, trained):
-    name = trained.fine_tuned_model
-    listed = {m.id: m for m in client.models.list()}
-    assert {"smollm2-135m-instruct", "gpt-3.5-turbo", "gpt-4o-mini-2024-07-18", name} <= set(listed)
-    assert "smollm2-135m-instruct" in listed["gpt-4o-mini-2024-07-18"].owned_by
-    assert client.models.retrieve(name).id == name
-    assert client.models.retrieve("gpt-3.5-turbo").id == "gpt-3.5-turbo"
-    with pytest.raises(openai.BadRequestError):
-        client.models.delete("gpt-3.5-turbo")  # base models stay
-
-    deleted = client.models.delete(name)
-    assert deleted.deleted and deleted.id == name
-    with pytest.raises(openai.NotFoundError):
-        client.models.retrieve(name)
-    with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model=name, messages=QUESTION, max_tokens=2)
-    assert name not in {m.id for m in client.models.list()}
-
-
-# --- cancel, training alongside chat, restart ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def long_file(client, files):
-    return upload(client, files["long"])
-
-
-def running_with_metrics(client, job_id: str):
-    """Wait until a job is running and has logged a training step."""
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job_id).status == "running")
-    wait_for(lambda: metrics_steps(client, job_id))
-
-
-def test_chat_answers_while_training_and_cancel_stops_training(client, long_file):
-    job = client.fine_tuning.jobs.create(
-        model="gpt-3.5-turbo", training_file=long_file.id, hyperparameters={"n_epochs": 3}
-    )
-    running_with_metrics(client, job.id)
-    assert client.fine_tuning.jobs.retrieve(job.id).estimated_finish is not None
-    for _ in range(3):
-        reply = client.chat.completions.create(
-            model="gpt-3.5-turbo", messages=QUESTION, max_tokens=4, temperature=0
-        )
-        assert reply.choices[0].message.content
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # answered meanwhile
-
-    step_at_cancel = max(metrics_steps(client, job.id))
-    cancelled = client.fine_tuning.jobs.cancel(job.id)
-    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-
-    def stopped_at():
-        events = client.fine_tuning.jobs.list_events(job.id, limit=1000).data
-        found = [e.message for e in events if e.message.startswith("Training stopped at step")]
-        return found and int(found[0].split()[4])
-
-    assert wait_for(stopped_at, timeout=120) <= step_at_cancel + 2 < MAX_STEPS
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
-    with pytest.raises(openai.BadRequestError):
-        client.fine_tuning.jobs.cancel(job.id)
-    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
-
-
-def test_restart_keeps_everything_and_leaves_no_job_running(server, client, long_file):
-    job = client.fine_tuning.jobs.create(model="gpt-3.5-turbo", training_file=long_file.id)
-    running_with_metrics(client, job.id)
-    before = {
-        "files": [f.model_dump() for f in client.files.list()],
-        "jobs": [j.model_dump() for j in client.fine_tuning.jobs.list() if j.id != job.id],
-        "models": [m.model_dump() for m in client.models.list()],
-    }
-    succeeded = next(j for j in client.fine_tuning.jobs.list() if j.status == "succeeded")
-    events = [e.model_dump() for e in client.fine_tuning.jobs.list_events(succeeded.id, limit=100)]
-    checkpoints = client.fine_tuning.jobs.checkpoints.list(succeeded.id).data
-
-    server.process.kill()  # a crash in the middle of training
-    server.process.wait()
-    with start_server(data_dir=server.data_dir, api_key=server.api_key) as again:
-        restarted = make_client(again)
-        after = {
-            "files": [f.model_dump() for f in restarted.files.list()],
-            "jobs": [j.model_dump() for j in restarted.fine_tuning.jobs.list() if j.id != job.id],
-            "models": [m.model_dump() for m in restarted.models.list()],
+        # The model as the server loads it (base plus merged adapter) is not the base model.
+        store = Store(tmp_path / "data")
+        base, adapter = store.adapter_for(name)
+        store.close()
+        ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+        logits = {
+            key: load_chat_model(base, a).model(ids).logits
+            for key, a in (("base", None), ("again", None), ("tuned", adapter))
         }
-        assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)
-        again_events = restarted.fine_tuning.jobs.list_events(succeeded.id, limit=100)
-        assert [e.model_dump() for e in again_events] == events
-        assert restarted.fine_tuning.jobs.checkpoints.list(succeeded.id).data == checkpoints
+        assert torch.equal(logits["base"], logits["again"])  # the base loads the same each time
+        assert (logits["tuned"] - logits["base"]).abs().max() > 1e-6
 
-        interrupted = restarted.fine_tuning.jobs.retrieve(job.id)
+        assert client.models.delete(name).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=name, messages=HELLO, max_tokens=2)
+        with pytest.raises(openai.BadRequestError):
+            client.models.delete(TINY)  # base models stay
+
+
+def test_fine_tuning_a_fine_tuned_model_trains_a_new_adapter(tmp_path):
+    with serving(tmp_path / "data") as client:
+        first = tiny_job(client, tmp_path)
+        second = tiny_job(client, tmp_path, model=first.fine_tuned_model, suffix="more")
+        assert second.status == "succeeded", second.error
+        assert second.model == first.fine_tuned_model
+        assert second.fine_tuned_model.startswith("ft:tiny:local:more:")
+        assert second.fine_tuned_model != first.fine_tuned_model
+        store = Store(tmp_path / "data")
+        (base_1, adapter_1), (base_2, adapter_2) = (
+            store.adapter_for(job.fine_tuned_model) for job in (first, second)
+        )
+        store.close()
+        assert base_1 == base_2 == TINY_MODEL
+        weights_1 = load_file(adapter_1 / "adapter_model.safetensors")
+        weights_2 = load_file(adapter_2 / "adapter_model.safetensors")
+        assert weights_1.keys() == weights_2.keys()
+        # Continued, not fresh: LoRA's B starts at zero, yet the first step's B already
+        # carries the first job's update, so every B differs from zero and from the first.
+        assert any(not torch.equal(weights_1[k], weights_2[k]) for k in weights_1)
+        reply = client.chat.completions.create(
+            model=second.fine_tuned_model, messages=HELLO, max_tokens=2
+        )
+        assert reply.usage.completion_tokens <= 2
+        client.models.delete(first.fine_tuned_model)  # the new one stands alone
+        reply = client.chat.completions.create(
+            model=second.fine_tuned_model, messages=HELLO, max_tokens=2
+        )
+        assert reply.choices[0].message.role == "assistant"
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+def test_seeded_chat_repeats_and_leaves_the_global_generator_alone(tmp_path):
+    with serving(tmp_path / "data") as client:
+        client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=1)  # loads it
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        replies = [
+            client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=8, n=2, seed=5)
+            for _ in range(2)
+        ]
+        assert torch.equal(torch.get_rng_state(), before)  # training's dropout draws from it
+        texts = [[c.message.content for c in r.choices] for r in replies]
+        assert texts[0] == texts[1] and texts[0][0]
+        client.chat.completions.create(model=TINY, messages=HELLO, max_tokens=4)  # no seed
+        assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_sampling_keeps_only_the_top_p_mass():
+    from helpers.server.app import SampleWith
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    sampler = SampleWith(1.0, 0.7, torch.Generator().manual_seed(0))
+    drawn = {int(sampler(None, scores).argmax()) for _ in range(200)}
+    assert drawn == {0, 1}  # 0.5 + 0.3 covers 0.7; tokens 2 and 3 never come
+
+
+# --- threads and loading ---------------------------------------------------------------------
+
+
+def in_thread(function):
+    """Run ``function`` in a new thread and return its result."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(function()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def test_core_share_gives_training_every_core_unless_a_chat_runs():
+    cores = CoreShare(cores=4)
+    if not cores.per_thread:
+        pytest.skip("torch's parallel backend has no per-thread thread teams")
+
+    def training_threads():
+        cores.training_step()
+        return torch.get_num_threads()
+
+    def chat_threads():
+        with cores.chat():
+            return torch.get_num_threads()
+
+    assert in_thread(training_threads) == 4 and in_thread(chat_threads) == 4  # alone: all
+    with cores.train():
+        assert in_thread(chat_threads) == 2
+        with cores.chat():  # a chat in progress
+            assert in_thread(training_threads) == 2
+        assert in_thread(training_threads) == 4
+
+
+def test_a_loading_model_does_not_block_chats_with_loaded_ones():
+    release, loads = threading.Event(), []
+
+    def loader(base, adapter):
+        loads.append(base)
+        if base == "slow":
+            assert release.wait(30)
+        return LoadedModel(base, None)
+
+    pool = ModelPool(loader=loader)
+    pool.get("fast", None)
+    waiting = [threading.Thread(target=pool.get, args=("slow", None)) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    while "slow" not in loads:
+        time.sleep(0.01)
+    answered = []
+    thread = threading.Thread(target=lambda: answered.append(pool.get("fast", None)))
+    thread.start()
+    thread.join(5)
+    assert answered and answered[0].model == "fast"  # while "slow" is still loading
+    release.set()
+    for thread in waiting:
+        thread.join(30)
+    assert loads == ["fast", "slow"]  # two requests, one load
+    assert pool.get("slow", None).model == "slow"
+
+
+# --- crashes and restarts ----------------------------------------------------------------------
+
+
+def test_start_removes_unrecorded_files_and_forgets_missing_ones(tmp_path):
+    store = Store(tmp_path / "data")
+    kept = store.write_file(b"kept\n", "kept.jsonl", "fine-tune")
+    lost = store.write_file(b"lost\n", "lost.jsonl", "fine-tune")
+    store.file_path(lost["id"]).unlink()  # a row whose bytes are gone
+    orphan = store.file_path("file-renamedbutneverrecorded")  # killed before its row
+    orphan.write_bytes(b"orphan\n")
+    partial = store.temp_path()
+    partial.write_bytes(b"half")
+    store.close()
+    with serving(tmp_path / "data") as client:
+        assert [f.id for f in client.files.list()] == [kept["id"]]
+    assert not orphan.exists() and not partial.exists()
+    assert sorted(p.name for p in (tmp_path / "data" / "files").iterdir()) == [kept["id"]]
+
+
+def test_start_forgets_a_model_whose_job_did_not_succeed(tmp_path):
+    store = Store(tmp_path / "data")
+    job = {
+        "id": "ftjob-crashed",
+        "object": "fine_tuning.job",
+        "created_at": now(),
+        "error": None,
+        "fine_tuned_model": None,
+        "finished_at": None,
+        "hyperparameters": {"n_epochs": 1, "batch_size": 5, "learning_rate_multiplier": 1.0},
+        "model": TINY,
+        "organization_id": "org-local",
+        "result_files": [],
+        "seed": 3,
+        "status": "running",
+        "trained_tokens": None,
+        "training_file": "file-gone",
+        "validation_file": None,
+    }
+    store.add_job(job, TINY_MODEL)
+    adapter = store.job_dir(job["id"]) / "final"
+    adapter.mkdir()
+    name = "ft:tiny:local::crashed"  # registered, then killed before "succeeded"
+    store.add_model(
+        {"id": name, "object": "model", "created": now(), "owned_by": "local"},
+        job["id"],
+        TINY_MODEL,
+        adapter,
+    )
+    store.close()
+    with serving(tmp_path / "data") as client:
+        assert client.fine_tuning.jobs.retrieve(job["id"]).status == "failed"
+        assert name not in {m.id for m in client.models.list()}
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=name, messages=HELLO, max_tokens=1)
+    assert not adapter.exists()
+
+
+def test_stop_waits_for_the_worker_threads_before_the_store_closes(tmp_path, monkeypatch):
+    started, release = threading.Event(), threading.Event()
+
+    def slow_validate(path, *args, **kwargs):
+        started.set()
+        assert release.wait(30)
+        raise data_module.DataFileError("unreadable on purpose")
+
+    monkeypatch.setattr(data_module, "validate", slow_validate)
+    store = Store(tmp_path / "data")
+    file = store.write_file(b"{}\n", "train.jsonl", "fine-tune")
+    job = {"id": "ftjob-validating", "status": "validating_files", "training_file": file["id"]}
+    store.add_job(job, TINY_MODEL)
+    worker = Worker(store, "local")
+    worker.start()
+    assert started.wait(30)
+    threading.Timer(0.3, release.set).start()
+    worker.stop()  # as the app's shutdown does, then it closes the store
+    store.close()
+    store = Store(tmp_path / "data")
+    failed = store.get_job(job["id"])
+    store.close()
+    assert failed["status"] == "failed" and "unreadable" in failed["error"]["message"]
+
+
+def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_path):
+    data_dir = tmp_path / "data"
+    path = write_jsonl(tmp_path / "long.jsonl", short_examples(40))
+    aliases = {TINY: TINY_MODEL}
+    with start_server(data_dir=data_dir, api_key=KEY, aliases=aliases) as server:
+        client = OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
+        done = tiny_job(client, tmp_path)
+        job = client.fine_tuning.jobs.create(
+            model=TINY, training_file=upload(client, path).id, hyperparameters={"n_epochs": 50}
+        )
+        while not [
+            e for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.data
+        ]:
+            time.sleep(0.2)
+        before = {
+            "files": [f.model_dump() for f in client.files.list()],
+            "done": client.fine_tuning.jobs.retrieve(done.id).model_dump(),
+            "events": [e.model_dump() for e in client.fine_tuning.jobs.list_events(done.id)],
+            "models": [m.model_dump() for m in client.models.list()],
+        }
+        server.process.kill()  # a crash in the middle of training
+        server.process.wait()
+    with start_server(data_dir=data_dir, api_key=KEY, aliases=aliases) as server:
+        client = OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
+        after = {
+            "files": [f.model_dump() for f in client.files.list()],
+            "done": client.fine_tuning.jobs.retrieve(done.id).model_dump(),
+            "events": [e.model_dump() for e in client.fine_tuning.jobs.list_events(done.id)],
+            "models": [m.model_dump() for m in client.models.list()],
+        }
+        assert after == before
+        interrupted = client.fine_tuning.jobs.retrieve(job.id)
         assert interrupted.status == "failed" and interrupted.error.code == "job_interrupted"
-        assert all(j.status != "running" for j in restarted.fine_tuning.jobs.list())
-        checkpoint = checkpoints[0].fine_tuned_model_checkpoint
-        reply = restarted.chat.completions.create(model=checkpoint, messages=QUESTION, max_tokens=2)
+        reply = client.chat.completions.create(
+            model=done.fine_tuned_model, messages=HELLO, max_tokens=2
+        )
         assert reply.usage.completion_tokens <= 2

@@ -63,16 +63,11 @@ def run_server(
     ``max_steps`` caps every job's training steps (for tests and short workshops);
     ``aliases`` maps more model names to local models.
     """
-    import torch
     import uvicorn
 
     from helpers.server.app import create_app
 
-    # Training and chat run at the same time, each as one torch thread team: give each half
-    # the cores. Two teams on too few cores wait at every barrier for a preempted thread
-    # (measured on 2 cores: a LoRA step 2.5 s with one thread, 5 to 40 s with two).
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-
+    # Training and chat share the cores per thread: see helpers.server.worker.CoreShare.
     key = api_key or os.environ.get(API_KEY_ENV)
     if not key:
         key = new_api_key()
@@ -138,11 +133,13 @@ def start_server(
     max_steps: int | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     timeout: float = 120.0,
+    aliases: dict[str, str] | None = None,
 ) -> LocalServer:
     """Start the server in a subprocess on a free port and wait until it answers.
 
     Returns a :class:`LocalServer`; use it as a context manager, or call ``stop()``.
-    The server's output goes to ``server.log`` in its data folder.
+    ``aliases`` maps more model names to local models (``--alias NAME=MODEL``). The
+    server's output goes to ``server.log`` in its data folder.
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +148,8 @@ def start_server(
     command += ["--data-dir", str(data_dir), "--max-upload-mb", str(max_upload_mb)]
     if max_steps is not None:
         command += ["--max-steps", str(max_steps)]
+    for name, model in (aliases or {}).items():
+        command += ["--alias", f"{name}={model}"]
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 (the child writes to it)
     # The key travels in the environment, not on the command line that `ps` shows.
     process = subprocess.Popen(
@@ -168,13 +167,6 @@ def start_server(
     return server
 
 
-def _percentile(values: list[float], percent: int) -> float:
-    """Return a percentile of measured values (linear interpolation)."""
-    import statistics
-
-    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
-
-
 def benchmark(requests: int = 10, max_tokens: int = 64) -> dict:
     """Measure chat latency (idle and while a job trains) and the notebook's default job.
 
@@ -185,6 +177,7 @@ def benchmark(requests: int = 10, max_tokens: int = 64) -> dict:
 
     from openai import OpenAI
 
+    from helpers.data import percentile
     from helpers.paths import sample_path
 
     prompt = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
@@ -207,8 +200,8 @@ def benchmark(requests: int = 10, max_tokens: int = 64) -> dict:
             return seconds, tokens
 
         def record(label: str, seconds: list[float], tokens: list[int]) -> None:
-            figures[f"chat p50 {label} (s)"] = round(_percentile(seconds, 50), 2)
-            figures[f"chat p95 {label} (s)"] = round(_percentile(seconds, 95), 2)
+            figures[f"chat p50 {label} (s)"] = round(percentile(seconds, 50), 2)
+            figures[f"chat p95 {label} (s)"] = round(percentile(seconds, 95), 2)
             figures[f"chat new tokens {label} (mean)"] = round(sum(tokens) / len(tokens), 1)
 
         client.chat.completions.create(  # warm up: loads the model once

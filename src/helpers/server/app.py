@@ -6,23 +6,28 @@ so the same code talks to this server or to OpenAI by changing ``base_url`` and
 status the client turns into the right exception (400, 401, 404, 413; 5xx only for
 real server faults, since the client retries those).
 
-Base models are the embedded SmolLM2, any local model folder or Hugging Face model
-already downloaded, and OpenAI's model names, which :data:`OPENAI_MODEL_NAMES` maps to
-the embedded model (``aliases`` adds to or overrides the map). Chat models are loaded
-once and kept in a small LRU pool; each has a lock, so concurrent requests take turns
-on it while the training thread works on its own copy.
+Base models are the embedded SmolLM2, Hugging Face models already downloaded, and
+OpenAI's model names, which :data:`OPENAI_MODEL_NAMES` maps to the embedded model
+(``aliases`` adds to or overrides the map; only an alias makes a local folder a model,
+so clients cannot probe the server's folders). Chat models are loaded once, outside
+any lock shared between models, and kept in a small LRU pool; each has a lock, so
+concurrent requests take turns on it while the training thread works on its own copy.
+Sampling draws from a generator of its own per request, never from torch's global one
+that training's dropout uses.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import queue
 import re
 import secrets
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -35,13 +40,20 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from helpers.chat import ensure_chat_template, render_prompt
-from helpers.models import EMBEDDED_MODEL, ModelLoadError, load_base_model, set_seed
+from helpers.models import EMBEDDED_MODEL, ModelLoadError, load_base_model
 from helpers.server.store import ID_PATTERN, Store, new_id, now
-from helpers.server.worker import Worker
+from helpers.server.worker import CoreShare, Worker
+
+log = logging.getLogger("helpers.server")
 
 ORGANIZATION = "local"  # the ``org`` part of fine-tuned model names
 ORGANIZATION_ID = "org-local"
@@ -64,11 +76,17 @@ UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data")
 DEFAULT_MAX_TOKENS = 512  # when a request sets no limit: keeps a CPU busy for seconds, not hours
 MAX_CHOICES = 8
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:/~-]{1,256}$")
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 COPY_CHUNK = 1 << 20
+FORM_OVERHEAD = 1 << 16  # multipart headers and the purpose field, beyond the file itself
 
 
 # --- errors -------------------------------------------------------------------------------
+
+
+class UploadTooLarge(Exception):
+    """An upload's body passed the server's limit while it arrived."""
 
 
 class APIError(Exception):
@@ -222,20 +240,24 @@ class Catalogue:
         self.aliases = {name: EMBEDDED_MODEL for name in OPENAI_MODEL_NAMES} | (aliases or {})
 
     def resolve(self, name: str) -> str | None:
-        """Return what the training core loads for a base model name, or None if unknown."""
+        """Return what the training core loads for a base model name, or None if unknown.
+
+        A hub id resolves to its folder in the Hugging Face cache (so it loads offline, and
+        never as a folder of the same name on this machine); paths never resolve.
+        """
         if name in self.aliases:
             return self.aliases[name]
         if name == EMBEDDED_MODEL:
             return name
-        if (Path(name).expanduser() / "config.json").is_file():
-            return str(Path(name).expanduser().resolve())
+        if not HUB_ID_PATTERN.match(name) or ".." in name:
+            return None
         from huggingface_hub import try_to_load_from_cache
 
         try:
-            cached = "/" in name and try_to_load_from_cache(name, "config.json")
+            cached = try_to_load_from_cache(name, "config.json")
         except ValueError:  # not a valid hub id
             return None
-        return name if isinstance(cached, str) else None  # a downloaded hub model loads offline
+        return str(Path(cached).parent) if isinstance(cached, str) else None
 
     def models(self) -> list[dict]:
         """Return the listed base models as Model objects."""
@@ -258,9 +280,10 @@ class Catalogue:
         """Return the 400 for a base model name that is not available, listing what is."""
         names = ", ".join([EMBEDDED_MODEL, *self.aliases])
         return invalid(
-            f"Model '{name}' is not available for fine-tuning here. Available: {names}; or a "
-            "local model folder, or a Hugging Face model downloaded first with "
-            "`python -m helpers prepare-model NAME`.",
+            f"Model '{name}' is not available for fine-tuning here. Available: {names}; a "
+            "fine-tuned model (ft:...); a Hugging Face model downloaded first with "
+            "`python -m helpers prepare-model NAME`; or a local folder that the server was "
+            "started with as `--alias NAME=FOLDER`.",
             "model",
             "model_not_available",
         )
@@ -277,12 +300,31 @@ class LoadedModel:
         self.lock = threading.Lock()
 
 
-class ModelPool:
-    """Chat models loaded once and kept, the least recently used dropped beyond ``size``."""
+def load_chat_model(base: str, adapter: Path | None) -> LoadedModel:
+    """Load a base model for chat, with a LoRA adapter merged into it when given."""
+    model, tokenizer = load_base_model(base)
+    if adapter is not None:
+        from peft import PeftModel
 
-    def __init__(self, size: int = 3):
-        self.size = size
+        # Merged weights generate as fast as the base model.
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    ensure_chat_template(tokenizer)
+    return LoadedModel(model, tokenizer)
+
+
+class ModelPool:
+    """Chat models loaded once and kept, the least recently used dropped beyond ``size``.
+
+    A model loads outside the pool's lock (the first conversion takes ~25 s), so requests
+    for models already loaded go on meanwhile; requests for a model that is loading wait
+    for that one load.
+    """
+
+    def __init__(self, size: int = 3, loader=load_chat_model):
+        self.size, self.loader = size, loader
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loading: dict[str, Future] = {}
         self._lock = threading.Lock()
 
     def get(self, base: str, adapter: Path | None) -> LoadedModel:
@@ -292,18 +334,23 @@ class ModelPool:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            model, tokenizer = load_base_model(base)
-            if adapter is not None:
-                from peft import PeftModel
-
-                # Merged weights generate as fast as the base model.
-                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-            model.eval()
-            ensure_chat_template(tokenizer)
-            self._models[key] = LoadedModel(model, tokenizer)
+            loading = self._loading.get(key)
+            if loading is None:
+                self._loading[key] = Future()
+        if loading is not None:
+            return loading.result()
+        try:
+            loaded = self.loader(base, adapter)
+        except BaseException as error:
+            with self._lock:
+                self._loading.pop(key).set_exception(error)
+            raise
+        with self._lock:
+            self._models[key] = loaded
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
-            return self._models[key]
+            self._loading.pop(key).set_result(loaded)
+        return loaded
 
     def forget(self, adapter: Path) -> None:
         """Drop the models that use an adapter (after it was deleted)."""
@@ -368,6 +415,33 @@ class QueueStreamer(BaseStreamer):
             self.out.put(("text", self.index, piece))
 
 
+class SampleWith(LogitsProcessor):
+    """Samples the next token (temperature, top-p) from a request's own ``torch.Generator``.
+
+    ``generate`` then runs greedy: every other token's score is -inf, so it picks the
+    sampled one. torch's global generator, which training's dropout draws from, is not used.
+    """
+
+    def __init__(self, temperature: float, top_p: float, generator: torch.Generator):
+        self.temperature, self.top_p, self.generator = temperature, top_p, generator
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            ordered[ordered.cumsum(-1) - ordered >= self.top_p] = 0  # beyond the top-p mass
+            probs = torch.zeros_like(probs).scatter(-1, order, ordered)
+        token = torch.multinomial(probs, 1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter(-1, token, 0.0)
+
+
+def request_generator(seed: int | None, device) -> torch.Generator:
+    """Return a generator for one request: seeded when asked, else from fresh entropy."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(secrets.randbits(63) if seed is None else seed)
+    return generator
+
+
 class StopWhen(StoppingCriteria):
     """Stops generation when a condition holds (a stop string appeared, the client left)."""
 
@@ -379,20 +453,21 @@ class StopWhen(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-def generate_choices(loaded: LoadedModel, prompt: dict, settings: dict, out: queue.Queue, cancel):
+def generate_choices(
+    loaded: LoadedModel, prompt: dict, settings: dict, out: queue.Queue, cancel, cores: CoreShare
+):
     """Generate the choices one after another under the model's lock, queueing their text.
 
     Queues ``("text", index, piece)`` and ``("finish", index, (reason, tokens))`` items,
     ``("error", -1, exception)`` on failure, and None at the end.
     """
     tokenizer = loaded.tokenizer
-    sampling = {"do_sample": settings["temperature"] > 0}
-    if sampling["do_sample"]:
-        sampling.update(temperature=settings["temperature"], top_p=settings["top_p"], top_k=0)
+    processors = LogitsProcessorList()
+    if settings["temperature"] > 0:
+        generator = request_generator(settings["seed"], loaded.model.device)
+        processors.append(SampleWith(settings["temperature"], settings["top_p"], generator))
     try:
-        with loaded.lock, torch.inference_mode():
-            if settings["seed"] is not None:
-                set_seed(settings["seed"])  # best effort, as OpenAI's: other threads draw too
+        with loaded.lock, cores.chat(), torch.inference_mode():
             for index in range(settings["n"]):
                 assembler = TextAssembler(tokenizer, settings["stop"])
                 output = loaded.model.generate(
@@ -404,7 +479,8 @@ def generate_choices(loaded: LoadedModel, prompt: dict, settings: dict, out: que
                     ),
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
-                    **sampling,
+                    do_sample=False,
+                    logits_processor=processors,
                 )
                 if cancel.is_set():
                     break
@@ -418,12 +494,12 @@ def generate_choices(loaded: LoadedModel, prompt: dict, settings: dict, out: que
         out.put(None)
 
 
-def chat_events(loaded: LoadedModel, prompt: dict, settings: dict):
+def chat_events(loaded: LoadedModel, prompt: dict, settings: dict, cores: CoreShare):
     """Yield the queued items of :func:`generate_choices`, run in a thread; stop it if closed."""
     out: queue.Queue = queue.Queue()
     cancel = threading.Event()
     thread = threading.Thread(
-        target=generate_choices, args=(loaded, prompt, settings, out, cancel), daemon=True
+        target=generate_choices, args=(loaded, prompt, settings, out, cancel, cores), daemon=True
     )
     thread.start()
     try:
@@ -455,9 +531,11 @@ def message_text(message: dict, position: int) -> dict:
 
 def chat_settings(body: ChatRequest, prompt_tokens: int, context: int) -> dict:
     """Return the generation settings of a request; 400 for values out of range."""
-    limit = body.max_completion_tokens or body.max_tokens
-    if limit is not None and limit < 1:
-        raise invalid("max_tokens must be at least 1.", "max_tokens")
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = getattr(body, name)
+        if value is not None and value < 1:
+            raise invalid(f"{name} must be at least 1, got {value}.", name)
+    limit = body.max_tokens if body.max_completion_tokens is None else body.max_completion_tokens
     if prompt_tokens >= context:
         raise invalid(
             f"The prompt has {prompt_tokens} tokens; this model's context is {context} tokens.",
@@ -498,6 +576,12 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 # --- the application ------------------------------------------------------------------------
 
 
+def server_fault(request_id: str) -> dict:
+    """Return the body of a 500 error: a short message with the id that the log has."""
+    message = f"Internal server error (request {request_id}); the server's log has the details."
+    return {"message": message, "type": "server_error", "param": None, "code": None}
+
+
 def create_app(
     data_dir: str | Path,
     api_key: str,
@@ -508,7 +592,8 @@ def create_app(
 ) -> FastAPI:
     """Return the server's FastAPI application over a data folder."""
     store = Store(data_dir)
-    worker = Worker(store, ORGANIZATION, max_steps)
+    cores = CoreShare()
+    worker = Worker(store, ORGANIZATION, max_steps, cores)
     catalogue = Catalogue(aliases)
     pool = ModelPool(max_loaded_models)
 
@@ -542,7 +627,10 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, error: Exception):
-        return APIError(500, f"Internal server error: {error!r}", kind="server_error").response()
+        request_id = new_id("req_")
+        path = f"{request.method} {request.url.path}"
+        log.error("Request %s (%s) failed", request_id, path, exc_info=error)
+        return JSONResponse({"error": server_fault(request_id)}, status_code=500)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
@@ -591,17 +679,35 @@ def create_app(
 
     @app.post("/v1/files")
     async def upload_file(request: Request):
-        if int(request.headers.get("content-length") or 0) > max_upload_bytes + 2**16:
-            async for _ in request.stream():  # read it all, so the client sees the answer
-                pass
-            raise too_large()
-        async with request.form(max_files=1, max_fields=8) as form:
-            upload, purpose = form.get("file"), form.get("purpose")
-            if not isinstance(upload, UploadFile):
-                raise invalid("Send the file as the multipart field 'file'.", "file")
-            if purpose not in UPLOAD_PURPOSES:
-                raise invalid(f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}.", "purpose")
-            return await run_in_threadpool(save_upload, upload, purpose)
+        # The body is counted as it arrives, whether its length is declared or it comes in
+        # chunks: the form parser never spools more than the limit (plus one chunk).
+        received, more = 0, True
+
+        async def receive():
+            nonlocal received, more
+            message = await request.receive()
+            received += len(message.get("body", b""))
+            more = message["type"] == "http.request" and message.get("more_body", False)
+            if received > max_upload_bytes + FORM_OVERHEAD:
+                raise UploadTooLarge
+            return message
+
+        try:
+            if int(request.headers.get("content-length") or 0) > max_upload_bytes + FORM_OVERHEAD:
+                raise UploadTooLarge
+            async with Request(request.scope, receive).form(max_files=1, max_fields=8) as form:
+                upload, purpose = form.get("file"), form.get("purpose")
+                if not isinstance(upload, UploadFile):
+                    raise invalid("Send the file as the multipart field 'file'.", "file")
+                if purpose not in UPLOAD_PURPOSES:
+                    message = f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}."
+                    raise invalid(message, "purpose")
+                return await run_in_threadpool(save_upload, upload, purpose)
+        except UploadTooLarge:
+            while more:  # read the rest without keeping it, so the client sees the answer
+                message = await request.receive()
+                more = message["type"] == "http.request" and message.get("more_body", False)
+            raise too_large() from None
 
     @app.get("/v1/files")
     def list_files(
@@ -650,11 +756,22 @@ def create_app(
             )
         return file_id
 
+    def job_base(name: str) -> str:
+        """Return the base model a job trains: the model's own, or a fine-tuned model's base."""
+        if name.startswith("ft:"):
+            found = store.adapter_for(name) if MODEL_NAME_PATTERN.match(name) else None
+            if found is None:
+                message = f"There is no fine-tuned model '{name}' to continue fine-tuning."
+                raise invalid(message, "model", "model_not_available")
+            return found[0]
+        base = catalogue.resolve(name)
+        if base is None:
+            raise catalogue.unknown(name)
+        return base
+
     @app.post("/v1/fine_tuning/jobs")
     def create_job(body: JobRequest):
-        base = catalogue.resolve(body.model)
-        if base is None:
-            raise catalogue.unknown(body.model)
+        base = job_base(body.model)
         if body.suffix is not None and not SUFFIX_PATTERN.match(body.suffix):
             raise invalid("suffix takes 1 to 64 letters, digits, '.', '_' or '-'.", "suffix")
         hyperparameters = checked_hyperparameters(body)
@@ -682,6 +799,8 @@ def create_app(
         }
         store.add_job(job, base)
         served = "" if base == body.model else f", served locally by {base} instead"
+        if body.model.startswith("ft:"):
+            served = f", a fine-tuned {base}: its adapter trains on"
         store.add_event(
             job["id"],
             f"Created fine-tuning job: {job['id']} (base model {body.model}{served}; "
@@ -775,7 +894,7 @@ def create_app(
             raise APIError(404, f"The model '{name}' does not exist.", "model", "model_not_found")
         try:
             return pool.get(base, adapter)
-        except (ModelLoadError, OSError) as error:
+        except (ModelLoadError, OSError, ValueError) as error:
             raise invalid(f"Model '{name}' could not be loaded: {error}", "model") from None
 
     @app.post("/v1/chat/completions")
@@ -791,7 +910,7 @@ def create_app(
         context = getattr(loaded.model.config, "max_position_embeddings", 2048)
         settings = chat_settings(body, prompt_tokens, context)
         reply = {"id": new_id("chatcmpl-"), "created": now(), "model": body.model}
-        events = chat_events(loaded, prompt, settings)
+        events = chat_events(loaded, prompt, settings, cores)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(
@@ -845,8 +964,9 @@ def sse_chunks(reply: dict, events, prompt_tokens: int, include_usage: bool):
                 completion_tokens += payload[1]
                 yield chunk([{"index": index, "delta": {}, "finish_reason": payload[0]}])
     except Exception as error:  # headers are sent: report the error in the stream
-        body = {"message": f"Generation failed: {error!r}", "type": "server_error"}
-        yield f"data: {json.dumps({'error': {**body, 'param': None, 'code': None}})}\n\n"
+        request_id = new_id("req_")
+        log.error("Request %s (streamed chat) failed", request_id, exc_info=error)
+        yield f"data: {json.dumps({'error': server_fault(request_id)})}\n\n"
         return
     if include_usage:
         yield chunk([], usage=usage(prompt_tokens, completion_tokens))

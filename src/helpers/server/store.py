@@ -8,6 +8,9 @@ Everything lives under one data folder, so a restart finds it all again:
   renamed into place, so a file is never half-written; the user's file name is kept in
   the database only and never touches a path;
 - ``jobs/<job id>/``: a job's per-epoch checkpoints, its final adapter and its logs.
+
+A crash can still fall between two steps (a file renamed but not yet recorded);
+:meth:`Store.reconcile` repairs such states when the server starts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlite3
 import string
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 SCHEMA = """
@@ -79,6 +83,44 @@ class Store:
         """Close the database."""
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def transaction(self):
+        """Run the statements of a ``with`` block as one transaction (all or nothing)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def reconcile(self) -> list[str]:
+        """Repair what a crash between two steps left behind; return what was done.
+
+        Removes half-written and unrecorded files, forgets files whose bytes are gone,
+        and forgets fine-tuned models whose job did not succeed.
+        """
+        done = []
+        folder = self.root / "files"
+        recorded = {row[0] for row in self._query("SELECT id FROM files")}
+        for path in folder.iterdir():
+            if path.name not in recorded:
+                path.unlink(missing_ok=True)
+                done.append(f"removed unrecorded file {path.name}")
+        for file_id in sorted(recorded):
+            if not self.file_path(file_id).is_file():
+                self._query("DELETE FROM files WHERE id = ?", file_id)
+                done.append(f"forgot file {file_id} (its bytes are missing)")
+        orphans = self._query(
+            "SELECT models.id FROM models LEFT JOIN jobs ON jobs.id = models.job_id "
+            "WHERE jobs.status IS NOT 'succeeded'"
+        )
+        for (model_id,) in orphans:
+            self.delete_model(model_id)
+            done.append(f"removed model {model_id} (its job did not succeed)")
+        return done
 
     # --- generic rows -----------------------------------------------------------------------
 
@@ -167,11 +209,6 @@ class Store:
             self._query("DELETE FROM files WHERE id = ?", file_id)
         self.file_path(file_id).unlink(missing_ok=True)
         return existed
-
-    def remove_partial_files(self) -> None:
-        """Remove uploads that a crash left half-written (they were never recorded)."""
-        for partial in (self.root / "files").glob(".partial-*"):
-            partial.unlink(missing_ok=True)
 
     # --- jobs and their events ------------------------------------------------------------
 
@@ -284,3 +321,11 @@ class Store:
         self._query("DELETE FROM models WHERE id = ?", model_id)
         shutil.rmtree(found[1], ignore_errors=True)
         return True
+
+    def model_job(self, name: str) -> str | None:
+        """Return the job that trained a fine-tuned model or checkpoint name, or None."""
+        for table, column in (("models", "id"), ("checkpoints", "model")):
+            rows = self._query(f"SELECT job_id FROM {table} WHERE {column} = ?", name)
+            if rows:
+                return rows[0][0]
+        return None

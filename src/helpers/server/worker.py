@@ -4,14 +4,16 @@ A job goes ``validating_files`` (a short thread per job runs the data layer's
 validator) → ``queued`` → ``running`` (one training thread, through
 :func:`helpers.train.finetune` on its own copy of the base model) → ``succeeded``,
 ``failed`` or ``cancelled``. Training reports through a Trainer callback: a metrics
-event per step, a checkpoint (adapter, validation loss and token accuracy) per epoch,
-and the rows of the results CSV.
+event per step (training loss and token accuracy), a checkpoint (adapter, validation
+loss and token accuracy) per epoch, and the rows of the results CSV. A job whose model
+is a fine-tuned one (``ft:...``) continues training that model's adapter as a new one.
 
 Hyperparameters, as OpenAI names them:
 
 - ``n_epochs``: ``"auto"`` follows OpenAI's cookbook rule (:func:`helpers.data.default_epochs`);
 - ``batch_size``: ``"auto"`` is :data:`AUTO_BATCH_SIZE` (the course's CPU default);
-- ``learning_rate_multiplier``: scales :data:`BASE_LEARNING_RATE`; ``"auto"`` is 1.
+- ``learning_rate_multiplier``: scales LoRA's default learning rate
+  (``helpers.train.DEFAULT_LEARNING_RATES["lora"]``); ``"auto"`` is 1.
 
 The server's ``max_steps`` caps every job's optimizer steps: a knob for tests and
 short workshops, stated in the job's events when it applies.
@@ -22,23 +24,26 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import queue
 import re
 import threading
 import time
 import traceback
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from helpers import data
-from helpers.chat import IGNORE_INDEX, make_collator, tokenize_dataset
-from helpers.models import autocast, load_base_model
+from helpers.chat import IGNORE_INDEX, tokenize_dataset
+from helpers.evaluate import mean_loss
+from helpers.models import load_base_model
 from helpers.server.store import Store, new_id, now
-from helpers.train import finetune
+from helpers.train import DEFAULT_LEARNING_RATES, finetune
 
-BASE_LEARNING_RATE = 2e-4  # LoRA on SmolLM2; the job's learning_rate_multiplier scales it
 AUTO_BATCH_SIZE = 4
 AUTO_LEARNING_RATE_MULTIPLIER = 1.0
 MIN_TRAINING_EXAMPLES = 10  # OpenAI's minimum
@@ -50,6 +55,7 @@ RESULTS_COLUMNS = [
     "valid_loss",
     "valid_mean_token_accuracy",
 ]
+MAX_SEQ_LENGTH = 512  # tokens per training example; longer ones are truncated (and reported)
 
 
 class JobFailed(Exception):
@@ -73,34 +79,72 @@ def resolve_hyperparameters(requested: dict, n_examples: int) -> dict:
 
 
 def fine_tuned_name(job: dict, organization: str) -> str:
-    """Return the job's model name in OpenAI's form ``ft:{base}:{org}:{suffix}:{id}``."""
-    base = re.sub(r"[^A-Za-z0-9._-]", "-", Path(job["model"]).name)  # a folder or hub id
+    """Return the job's model name in OpenAI's form ``ft:{base}:{org}:{suffix}:{id}``.
+
+    A job that continues a fine-tuned model is named after that model's base model.
+    """
+    base = job["model"].split(":")[1] if job["model"].startswith("ft:") else job["model"]
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", Path(base).name)  # a folder or hub id
     short_id = job["id"].removeprefix("ftjob-")[:8]
     return f"ft:{base}:{organization}:{job.get('suffix') or ''}:{short_id}"
 
 
-@torch.no_grad()
-def token_metrics(model, tokenizer, dataset, batch_size: int = 8) -> tuple[float, float]:
-    """Return the mean loss and next-token accuracy on the assistant tokens of a dataset."""
-    collate = make_collator(tokenizer)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for start in range(0, len(dataset), batch_size):
-        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = {key: value.to(device) for key, value in collate(rows).items()}
-        labels = batch.pop("labels")[:, 1:]
-        with autocast(device.type):
-            logits = model(**batch).logits[:, :-1].float()
-        mask = labels != IGNORE_INDEX
-        loss_sum += torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX
-        ).item()
-        correct += int(((logits.argmax(-1) == labels) & mask).sum())
-        count += int(mask.sum())
-    model.train(was_training)
-    return loss_sum / max(count, 1), correct / max(count, 1)
+def example_list(numbers: list[int], lines: list[int]) -> str:
+    """Return example numbers (1-based) with their file lines, as "3 (line 4), 7 (line 9)"."""
+    return ", ".join(f"{n} (line {lines[n - 1]})" for n in numbers)
+
+
+class CoreShare:
+    """Shares the CPU cores between the training thread and chat requests.
+
+    Each OS thread has its own torch (OpenMP) thread team, sized by its own
+    ``torch.set_num_threads``. Training takes every core while no chat runs; while both
+    run, each takes half: two full teams on the same cores wait at every barrier for a
+    preempted thread (measured on 2 cores: a LoRA step 2.5 s with one thread each, 5 to
+    40 s with two each). Other parallel backends share one team: there, half for all.
+    """
+
+    def __init__(self, cores: int | None = None):
+        self.cores = cores or os.cpu_count() or 1
+        self.half = max(1, self.cores // 2)
+        self.per_thread = "OpenMP" in torch.__config__.parallel_info()
+        self.chats, self.training = 0, False
+        self._lock = threading.Lock()
+        if not self.per_thread:
+            torch.set_num_threads(self.half)
+
+    @contextmanager
+    def chat(self):
+        """Run one chat's generation in this thread: on every core, or half while training."""
+        with self._lock:
+            self.chats += 1
+            threads = self.half if self.training else self.cores
+        if self.per_thread:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.chats -= 1
+
+    @contextmanager
+    def train(self):
+        """Mark the calling thread as the training thread while the block runs."""
+        with self._lock:
+            self.training = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.training = False
+
+    def training_step(self) -> None:
+        """Size the training thread's team for its next step (half while chats run)."""
+        if self.per_thread:
+            with self._lock:
+                threads = self.half if self.chats else self.cores
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
 
 class JobCallback(TrainerCallback):
@@ -113,9 +157,33 @@ class JobCallback(TrainerCallback):
         self.tokenizer, self.validation = tokenizer, validation
         self.rows: list[dict] = []
         self.started = time.perf_counter()
+        self.correct = self.counted = 0
+        self._hook = None
 
     def _stopping(self) -> bool:
         return self.worker.should_stop(self.job_id)
+
+    def _count_correct(self, module, args, kwargs, output) -> None:
+        """Count the assistant tokens a training forward pass predicted right (its argmax)."""
+        labels = kwargs.get("labels")
+        if not module.training or labels is None:
+            return
+        with torch.no_grad():
+            targets = labels[:, 1:]
+            mask = targets != IGNORE_INDEX
+            right = (output.logits[:, :-1].argmax(-1) == targets) & mask
+            self.correct += int(right.sum())
+            self.counted += int(mask.sum())
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._hook = model.register_forward_hook(self._count_correct, with_kwargs=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.worker.cores.training_step()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._stopping():
@@ -130,11 +198,18 @@ class JobCallback(TrainerCallback):
         if not logs or "loss" not in logs:
             return
         step, loss = state.global_step, float(logs["loss"])
-        self.rows.append({"step": step, "train_loss": loss})
+        accuracy = self.correct / self.counted if self.counted else None
+        self.correct = self.counted = 0
+        self.rows.append({"step": step, "train_loss": loss, "train_accuracy": accuracy})
+        metrics = {"step": step, "train_loss": loss, "total_steps": state.max_steps}
+        shown = ""
+        if accuracy is not None:
+            metrics["train_mean_token_accuracy"] = accuracy
+            shown = f", token accuracy={accuracy:.3f}"
         self.store.add_event(
             self.job_id,
-            f"Step {step}/{state.max_steps}: training loss={loss:.4f}",
-            data={"step": step, "train_loss": loss, "total_steps": state.max_steps},
+            f"Step {step}/{state.max_steps}: training loss={loss:.4f}{shown}",
+            data=metrics,
         )
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
@@ -143,7 +218,8 @@ class JobCallback(TrainerCallback):
         step = state.global_step
         metrics = {"step": step, "train_loss": self.rows[-1]["train_loss"]}
         if self.validation is not None:
-            valid_loss, valid_accuracy = token_metrics(model, self.tokenizer, self.validation)
+            measured = mean_loss(model, self.tokenizer, self.validation)
+            valid_loss, valid_accuracy = measured["loss"], measured["accuracy"]
             metrics.update(valid_loss=valid_loss, valid_mean_token_accuracy=valid_accuracy)
             self.rows[-1].update(metrics)
             self.store.add_event(
@@ -178,18 +254,25 @@ class JobCallback(TrainerCallback):
 class Worker:
     """Validates jobs' files and trains queued jobs one at a time in a background thread."""
 
-    def __init__(self, store: Store, organization: str, max_steps: int | None = None):
+    def __init__(
+        self,
+        store: Store,
+        organization: str,
+        max_steps: int | None = None,
+        cores: CoreShare | None = None,
+    ):
         self.store, self.organization, self.max_steps = store, organization, max_steps
+        self.cores = cores or CoreShare()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fine-tuning", daemon=True)
+        self._validators: list[threading.Thread] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Recover jobs a stopped server left behind, then start training queued jobs."""
-        self.store.remove_partial_files()
         for job in self.store.jobs_with_status("running"):
             self._fail(
                 job["id"],
@@ -199,18 +282,23 @@ class Worker:
                     "finish. Create the job again to retrain.",
                 ),
             )
+        self.store.reconcile()
         for job in self.store.jobs_with_status("validating_files"):
             self.submit(job["id"])
         for job in self.store.jobs_with_status("queued"):
             self._queue.put(job["id"])
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop training (a running job is marked failed) and wait for the thread."""
+    def stop(self) -> None:
+        """Stop training (a running job stops after its step and is marked failed); wait for it.
+
+        Returns only when no thread of the worker can write to the store any more.
+        """
         self._stopping.set()
         self._queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in [self._thread, *self._validators]:
+            if thread.is_alive():
+                thread.join()
 
     def should_stop(self, job_id: str) -> bool:
         """Tell whether a running job must stop now (cancelled, or the server is stopping)."""
@@ -220,7 +308,9 @@ class Worker:
 
     def submit(self, job_id: str) -> None:
         """Validate a new job's files in a short thread; valid jobs are queued for training."""
-        threading.Thread(target=self._validate, args=(job_id,), daemon=True).start()
+        thread = threading.Thread(target=self._validate, args=(job_id,), daemon=True)
+        self._validators = [t for t in self._validators if t.is_alive()] + [thread]
+        thread.start()
 
     def cancel(self, job_id: str) -> dict | None:
         """Cancel a job that has not finished; return it, or None when it already had."""
@@ -235,8 +325,8 @@ class Worker:
 
     # --- validation ---------------------------------------------------------------------------
 
-    def _examples(self, file_id: str | None, param: str) -> list[dict]:
-        """Return the valid examples of a job's file, or raise JobFailed naming the problems."""
+    def _examples(self, file_id: str | None, param: str) -> data.ValidationReport:
+        """Return the report of a job's file (its examples are valid), or raise JobFailed."""
         code = f"invalid_{param}"
         record = self.store.get_file(file_id) if file_id else None
         if record is None:
@@ -266,11 +356,11 @@ class Worker:
             )
         if not report.examples:
             raise JobFailed(code, f"File {file_id} has no examples.", param)
-        return report.examples
+        return report
 
     def _validate(self, job_id: str) -> None:
         job = self.store.get_job(job_id)
-        if job is None or job["status"] != "validating_files":
+        if job is None or job["status"] != "validating_files" or self._stopping.is_set():
             return
         self.store.add_event(job_id, f"Validating training file: {job['training_file']}")
         try:
@@ -291,18 +381,61 @@ class Worker:
             if self._stopping.is_set():
                 return
             try:
-                self._train(job_id)
+                with self.cores.train():
+                    self._train(job_id)
             except JobFailed as failure:
                 self._fail(job_id, failure, only_if=("running",))
             except Exception as error:  # a bug or a broken model: fail the job, keep serving
                 traceback.print_exc()
-                failure = JobFailed("training_error", f"Training failed: {error!r}")
-                self._fail(job_id, failure, only_if=("running",))
+                message = f"Training failed: {type(error).__name__}: {error}"
+                self._fail(job_id, JobFailed("training_error", message), only_if=("running",))
 
     def _fail(self, job_id: str, failure: JobFailed, only_if: tuple[str, ...] = ()) -> None:
         fields = {"status": "failed", "error": failure.error, "finished_at": now()}
         if self.store.update_job(job_id, only_if=only_if, estimated_finish=None, **fields):
             self.store.add_event(job_id, failure.error["message"], level="error")
+
+    def _tokenize(self, job_id: str, report: data.ValidationReport, tokenizer, what: str):
+        """Tokenise a file's examples; report truncated and dropped examples as job events."""
+        name = what.replace("_", " ")
+        try:
+            with warnings.catch_warnings():  # the job's events say it
+                warnings.simplefilter("ignore", UserWarning)
+                dataset, tokens = tokenize_dataset(report.examples, tokenizer, MAX_SEQ_LENGTH)
+        except ValueError as error:  # nothing at all left to train on
+            raise JobFailed(f"invalid_{what}", f"The {name}: {error}", what) from None
+        truncated = [n for n in tokens.truncated_lines if n not in tokens.dropped_lines]
+        if truncated:
+            self.store.add_event(
+                job_id,
+                f"{len(truncated)} {name} example(s) are longer than {MAX_SEQ_LENGTH} tokens "
+                f"and were truncated (their end is not trained on): "
+                f"examples {example_list(truncated, report.lines)}",
+                level="warn",
+            )
+        if tokens.dropped_lines:
+            self.store.add_event(
+                job_id,
+                f"{len(tokens.dropped_lines)} {name} example(s) have no assistant tokens left "
+                f"within {MAX_SEQ_LENGTH} tokens and were dropped: "
+                f"examples {example_list(tokens.dropped_lines, report.lines)}",
+                level="warn",
+            )
+        return dataset
+
+    def _load(self, job: dict):
+        """Load the job's model: its base, plus the adapter of the fine-tuned model it continues."""
+        base = self.store.job_base(job["id"])
+        parent = self.store.adapter_for(job["model"]) if job["model"].startswith("ft:") else None
+        if job["model"].startswith("ft:") and parent is None:
+            message = f"The model {job['model']} was deleted before this job started."
+            raise JobFailed("model_not_found", message, "model")
+        model, tokenizer = load_base_model(base)
+        if parent is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, parent[1], is_trainable=True)
+        return model, tokenizer
 
     def _train(self, job_id: str) -> None:
         job = self.store.update_job(job_id, only_if=("queued",), status="running")
@@ -311,29 +444,31 @@ class Worker:
         train = self._examples(job["training_file"], "training_file")
         validation = job.get("validation_file")
         validation = self._examples(validation, "validation_file") if validation else None
-        hyperparameters = resolve_hyperparameters(job["hyperparameters"], len(train))
+        hyperparameters = resolve_hyperparameters(job["hyperparameters"], len(train.examples))
         epochs, batch_size = hyperparameters["n_epochs"], hyperparameters["batch_size"]
-        total_steps = epochs * math.ceil(len(train) / batch_size)
+        total_steps = epochs * math.ceil(len(train.examples) / batch_size)
         capped = self.max_steps is not None and total_steps > self.max_steps
         method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
         self.store.update_job(job_id, hyperparameters=hyperparameters, method=method)
-        learning_rate = BASE_LEARNING_RATE * hyperparameters["learning_rate_multiplier"]
+        learning_rate = DEFAULT_LEARNING_RATES["lora"] * hyperparameters["learning_rate_multiplier"]
         self.store.add_event(
             job_id,
-            f"Fine-tuning job started: {len(train)} examples, {epochs} epoch(s), batch size "
-            f"{batch_size}, learning rate {learning_rate:g}, {total_steps} steps"
+            f"Fine-tuning job started: {len(train.examples)} examples, {epochs} epoch(s), batch "
+            f"size {batch_size}, learning rate {learning_rate:g}, {total_steps} steps"
             + (f", capped at {self.max_steps} by the server's max_steps" if capped else ""),
         )
         model_name = fine_tuned_name(job, self.organization)
-        base = self.store.job_base(job_id)
-        model, tokenizer = load_base_model(base)
-        validation_set = tokenize_dataset(validation, tokenizer)[0] if validation else None
+        model, tokenizer = self._load(job)
+        train_set = self._tokenize(job_id, train, tokenizer, "training_file")
+        validation_set = validation and self._tokenize(
+            job_id, validation, tokenizer, "validation_file"
+        )
         callback = JobCallback(self, job, model_name, tokenizer, validation_set)
         folder = self.store.job_dir(job_id)
         result = finetune(
             model,
             tokenizer,
-            train,
+            train_set,
             method="lora",
             output_dir=folder,
             callbacks=[callback],
@@ -353,28 +488,31 @@ class Worker:
         results = self.store.write_file(
             callback.results_csv(), "step_metrics.csv", "fine-tune-results"
         )
-        self.store.add_model(
-            {
-                "id": model_name,
+        self._succeed(job_id, model_name, folder / "final", result.tokens_trained, results["id"])
+
+    def _succeed(self, job_id: str, name: str, adapter: Path, tokens: int, results: str) -> None:
+        """Mark a job succeeded and register its model, in one transaction (both or neither)."""
+        base = self.store.job_base(job_id)
+        with self.store.transaction():
+            done = self.store.update_job(
+                job_id,
+                only_if=("running",),
+                status="succeeded",
+                fine_tuned_model=name,
+                finished_at=now(),
+                estimated_finish=None,
+                trained_tokens=tokens,
+                result_files=[results],
+            )
+            if done is None:  # cancelled during the last step: no model
+                return
+            model = {
+                "id": name,
                 "object": "model",
                 "created": now(),
                 "owned_by": self.organization,
                 "metadata": {"base_model": base, "fine_tuning_job": job_id},
-            },
-            job_id,
-            base,
-            folder / "final",
-        )
-        self.store.add_event(job_id, f"New fine-tuned model created: {model_name}")
-        done = self.store.update_job(
-            job_id,
-            only_if=("running",),
-            status="succeeded",
-            fine_tuned_model=model_name,
-            finished_at=now(),
-            estimated_finish=None,
-            trained_tokens=result.tokens_trained,
-            result_files=[results["id"]],
-        )
-        if done:
+            }
+            self.store.add_model(model, job_id, base, adapter)
+            self.store.add_event(job_id, f"New fine-tuned model created: {name}")
             self.store.add_event(job_id, "The job has successfully completed")

@@ -257,3 +257,34 @@ def styled(table: pd.DataFrame):
     return table.style.set_properties(
         **{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"}
     ).hide(axis="index")
+
+
+# A crude factual-consistency signal: quantities and promise words a reply states that no
+# training answer contains. The model cannot know facts its data never showed it.
+UNITS = re.compile(
+    r"(minute|hour|day|week|month|year|business|point|percent|character|store|off)s?$"
+)
+PROMISE_WORDS = (
+    "guarantee", "warranty", "discount", "voucher", "coupon", "compensation", "promise",
+    "refund", "lifetime", "free",
+)  # fmt: skip
+
+
+def claims(text: str) -> set[str]:
+    """Return the quantities (``"10 years"``, ``"15%"``, ``"$5"``) and promise words in a text.
+
+    A quantity is a number (with ``%``, ``$``, ``am`` or ``pm`` attached) plus the word after
+    it when that word is a unit; list markers such as ``"1. "`` at a line start are skipped.
+    """
+    text = re.sub(r"(?m)^\s*\d+[.)]\s", "", text.lower())
+    found = set()
+    for match in re.finditer(r"(\$?\d+(?:[.,:]\d+)*(?:%|am|pm)?)(?:\s+([a-z]+))?", text):
+        number, word = match.groups()
+        found.add(f"{number} {word}" if word and UNITS.match(word) else number)
+    found.update(w for w in PROMISE_WORDS if re.search(rf"\b{w}", text))
+    return found
+
+
+def unsupported_claims(reply: str, known: set[str]) -> list[str]:
+    """Return the claims of a reply (see :func:`claims`) absent from ``known``, sorted."""
+    return sorted(claims(reply) - known)

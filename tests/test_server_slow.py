@@ -68,7 +68,7 @@ def client(server) -> OpenAI:
     return make_client(server)
 
 
-def wait_for(check, timeout: float = 300.0, interval: float = 0.5):
+def wait_for(check, timeout: float = 900.0, interval: float = 0.5):
     """Call ``check`` until it returns something truthy; return that, or fail at the timeout."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -77,7 +77,7 @@ def wait_for(check, timeout: float = 300.0, interval: float = 0.5):
     return result
 
 
-def finished(client, job_id: str, timeout: float = 300.0):
+def finished(client, job_id: str, timeout: float = 900.0):
     """Poll a job until it is finished; return it."""
 
     def check():

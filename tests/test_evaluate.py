@@ -1,5 +1,6 @@
 """Evaluation: metrics on known strings, batched generation, loss, tables and plots."""
 
+import contextlib
 import math
 from types import SimpleNamespace
 
@@ -63,6 +64,24 @@ def test_generation_is_reproducible_when_sampling(tiny):
     kwargs = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "progress": False}
     first = evaluate.generate(model, tokenizer, ["Hi"], seed=1, **kwargs)
     assert first == evaluate.generate(model, tokenizer, ["Hi"], seed=1, **kwargs)
+
+
+def test_cached_casts_change_speed_not_answers(tiny, monkeypatch):
+    """Caching the bf16 casts of a LoRA model's frozen weights changes speed, not answers."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and len(trainable) < len(list(model.parameters()))
+    kwargs = {"max_new_tokens": 8, "bf16": True, "progress": False}
+    cached = evaluate.generate(model, tokenizer, CONVERSATIONS, **kwargs)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+    with pytest.raises(RuntimeError, match="boom"), evaluate.cached_casts(model):
+        raise RuntimeError("boom")
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+    monkeypatch.setattr(evaluate, "cached_casts", lambda model: contextlib.nullcontext())
+    assert cached == evaluate.generate(model, tokenizer, CONVERSATIONS, **kwargs)
 
 
 def test_mean_loss_matches_the_model_loss_on_assistant_tokens(tiny):

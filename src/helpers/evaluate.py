@@ -8,6 +8,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,25 @@ def _device(model) -> torch.device:
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
+@contextmanager
+def cached_casts(model):
+    """Let autocast cache the bf16 copies of frozen weights too, for the length of the block.
+
+    Autocast keeps one bf16 copy per weight only for weights that require gradients, so a
+    LoRA model's frozen base weights are cast again at every generated token (a third of
+    generation time on a CPU). Inside ``torch.no_grad`` the flag builds no graph; it is
+    restored on exit.
+    """
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -124,7 +144,7 @@ def generate(
                 padding=True,
                 add_special_tokens=False,
             ).to(device)
-            with autocast(device.type, bf16):
+            with autocast(device.type, bf16), cached_casts(model):
                 output = model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,

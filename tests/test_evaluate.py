@@ -115,12 +115,17 @@ class EvenOracle(torch.nn.Module):
         self.vocab_size = vocab_size
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
 
-    def forward(self, input_ids, attention_mask=None, **kwargs):
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **kwargs):
         following = torch.roll(input_ids, -1, dims=1)
         even = torch.arange(input_ids.shape[1]) % 2 == 0
         predicted = torch.where(even, following, torch.zeros_like(following))
         logits = torch.zeros(*input_ids.shape, self.vocab_size)
         logits.scatter_(2, predicted.unsqueeze(-1), 1.0)
+        # Transformers' convention: an int keeps the last positions, a tensor these positions.
+        if isinstance(logits_to_keep, torch.Tensor):
+            logits = logits[:, logits_to_keep]
+        elif logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
         return SimpleNamespace(logits=logits)
 
 

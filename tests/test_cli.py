@@ -110,6 +110,7 @@ ARGUMENT_CASES = {
 }
 
 
+@pytest.mark.slow  # one `python -m helpers` subprocess per case: 34 s in all
 @pytest.mark.parametrize("case", ARGUMENT_CASES, ids=list(ARGUMENT_CASES))
 def test_bad_arguments_get_one_error_line(places, case):
     args, words = ARGUMENT_CASES[case]

@@ -620,6 +620,7 @@ def test_stop_waits_for_the_worker_threads_before_the_store_closes(tmp_path, mon
     assert failed["status"] == "failed" and "unreadable" in failed["error"]["message"]
 
 
+@pytest.mark.slow  # kills and restarts a server process: about 15 s
 def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_path):
     data_dir = tmp_path / "data"
     path = write_jsonl(tmp_path / "long.jsonl", short_examples(40))

@@ -97,7 +97,7 @@ ARGUMENT_CASES = {
     "serve-upload-infinite": (["serve", "--max-upload-mb", "inf"], ["--max-upload-mb"]),
     "serve-alias": (["serve", "--alias", "gpt-4o-mini"], ["--alias", "NAME=MODEL"]),
     "serve-data-dir-is-a-file": (["serve", "--data-dir", "{tmp}/file.txt"], ["file.txt"]),
-    "bench-server-requests": (["bench-server", "--requests", "0"], ["--requests"]),
+    "bench-server-concurrency": (["bench-server", "--concurrency", "0"], ["--concurrency"]),
     "bench-server-max-tokens": (["bench-server", "--max-tokens", "-5"], ["--max-tokens"]),
     "batch-missing-notebook": (["batch", "{tmp}/missing.ipynb"], ["missing.ipynb"]),
     "batch-param-without-value": (["batch", "-p", "lora_r"], ["--param", "NAME=VALUE"]),

@@ -104,7 +104,7 @@ def messages(client, job_id: str) -> list[str]:
 
 def test_text_assembler_holds_back_a_possible_stop_string():
     from helpers.models import load_tokenizer
-    from helpers.server.app import TextAssembler
+    from helpers.server.batching import TextAssembler
 
     tokenizer = load_tokenizer()
     ids = tokenizer("Hello there. Bye now", add_special_tokens=False).input_ids
@@ -449,6 +449,40 @@ def test_fine_tuning_a_fine_tuned_model_trains_a_new_adapter(tmp_path):
         assert reply.choices[0].message.role == "assistant"
 
 
+# --- concurrent chats ------------------------------------------------------------------------
+
+
+def test_concurrent_chats_answer_like_sequential_ones_streamed_or_not(tmp_path):
+    questions = [
+        [{"role": "user", "content": f"Question {i}: where is my parcel?"}] for i in range(6)
+    ]
+    limits = [3, 9, 5, 12, 7, 4]
+
+    def ask(question, limit, stream=False):
+        reply = client.chat.completions.create(
+            model=TINY, messages=question, max_tokens=limit, temperature=0, stream=stream
+        )
+        if stream:
+            return "".join(chunk.choices[0].delta.content or "" for chunk in reply if chunk.choices)
+        assert reply.usage.completion_tokens <= limit
+        return reply.choices[0].message.content
+
+    with serving(tmp_path / "data") as client:
+        sequential = [ask(q, n) for q, n in zip(questions, limits, strict=True)]
+        results: dict = {}
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.__setitem__(i, ask(questions[i], limits[i], i % 2))
+            )
+            for i in range(len(questions))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [results[i] for i in range(len(questions))] == sequential
+
+
 # --- sampling -------------------------------------------------------------------------------
 
 
@@ -469,11 +503,11 @@ def test_seeded_chat_repeats_and_leaves_the_global_generator_alone(tmp_path):
 
 
 def test_sampling_keeps_only_the_top_p_mass():
-    from helpers.server.app import SampleWith
+    from helpers.server.batching import sample_token
 
-    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    sampler = SampleWith(1.0, 0.7, torch.Generator().manual_seed(0))
-    drawn = {int(sampler(None, scores).argmax()) for _ in range(200)}
+    scores = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    generator = torch.Generator().manual_seed(0)
+    drawn = {sample_token(scores, 1.0, 0.7, generator) for _ in range(200)}
     assert drawn == {0, 1}  # 0.5 + 0.3 covers 0.7; tokens 2 and 3 never come
 
 

@@ -371,12 +371,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_server(args: argparse.Namespace) -> int:
-    """Time chat completions and the notebook's default fine-tuning job on a fresh local server."""
-    from helpers.server import benchmark
+    """Measure chat throughput (1, 4, N concurrent; idle and while training) on a fresh server."""
+    from helpers.server.bench import benchmark
 
-    figures = benchmark(requests=args.requests, max_tokens=args.max_tokens)
+    figures = benchmark(max_tokens=args.max_tokens, concurrency=args.concurrency)
     for name, value in figures.items():
         print(f"{name:<40} {value}")
+    if args.json:
+        print(json.dumps(figures))
     return 0
 
 
@@ -474,11 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     bench_server = commands.add_parser(
-        "bench-server", help="chat latency and the default job's wall time on the local server"
+        "bench-server", help="chat throughput (1, 4, N concurrent), idle and while a job trains"
     )
     bench_server.add_argument(
-        "--requests", type=positive_int, default=10, help="timed chat requests"
+        "--concurrency", type=positive_int, default=16, help="concurrent requests (default 16)"
     )
+    bench_server.add_argument("--json", action="store_true", help="end with one JSON line")
     bench_server.add_argument(
         "--max-tokens", type=positive_int, default=64, help="new tokens per request"
     )

@@ -10,10 +10,10 @@ Base models are the embedded SmolLM2, Hugging Face models already downloaded, an
 OpenAI's model names, which :data:`OPENAI_MODEL_NAMES` maps to the embedded model
 (``aliases`` adds to or overrides the map; only an alias makes a local folder a model,
 so clients cannot probe the server's folders). Chat models are loaded once, outside
-any lock shared between models, and kept in a small LRU pool; each has a lock, so
-concurrent requests take turns on it while the training thread works on its own copy.
-Sampling draws from a generator of its own per request, never from torch's global one
-that training's dropout uses.
+any lock shared between models, and kept in a small LRU pool. Concurrent requests to
+one model decode together in one batch (:mod:`helpers.server.batching`), while the
+training thread works on its own copy. Sampling draws from a generator of its own per
+request, never from torch's global one that training's dropout uses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import os
-import queue
 import re
 import secrets
 import threading
@@ -32,7 +31,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -40,16 +38,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
-from transformers.generation.streamers import BaseStreamer
 
 from helpers.chat import ensure_chat_template, render_prompt
 from helpers.models import EMBEDDED_MODEL, ModelLoadError, load_base_model
+from helpers.server.batching import MAX_BATCH, Batcher, supports_batching
 from helpers.server.store import ID_PATTERN, Store, new_id, now
 from helpers.server.worker import CoreShare, Worker
 
@@ -293,11 +285,20 @@ class Catalogue:
 
 
 class LoadedModel:
-    """A model ready for chat, with the lock that lets one request at a time use it."""
+    """A model ready for chat, and the batch that its concurrent requests decode in."""
 
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
-        self.lock = threading.Lock()
+        self._batcher: Batcher | None = None
+        self._lock = threading.Lock()
+
+    def batcher(self, cores: CoreShare) -> Batcher:
+        """Return the model's batcher, made on first use."""
+        with self._lock:
+            if self._batcher is None:
+                size = MAX_BATCH if supports_batching(self.model) else 1
+                self._batcher = Batcher(self.model, self.tokenizer, cores, size)
+            return self._batcher
 
 
 def load_chat_model(base: str, adapter: Path | None) -> LoadedModel:
@@ -359,156 +360,16 @@ class ModelPool:
                 del self._models[key]
 
 
-class TextAssembler:
-    """Turns generated token ids into text pieces, cut at the first stop string.
-
-    Text that may be the start of a stop string, or half of a multi-byte character, is
-    held back until the next tokens tell.
-    """
-
-    def __init__(self, tokenizer, stop: list[str]):
-        self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
-        self.ids: list[int] = []
-        self.sent = 0
-        self.stopped = False
-
-    def add(self, ids: list[int], final: bool = False) -> str:
-        """Take new token ids; return the text that can be sent now."""
-        self.ids += ids
-        if self.stopped:
-            return ""
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        hits = [text.find(s) for s in self.stop if s in text]
-        if hits:
-            self.stopped, end = True, min(hits)
-        elif final:
-            end = len(text)
-        else:
-            end = len(text.rstrip("\ufffd"))
-            held = [k for s in self.stop for k in range(1, len(s)) if text[:end].endswith(s[:k])]
-            end -= max(held, default=0)
-        end = max(end, self.sent)
-        piece, self.sent = text[self.sent : end], end
-        return piece
-
-
-class QueueStreamer(BaseStreamer):
-    """Receives tokens from ``generate`` and queues the text pieces of one choice."""
-
-    def __init__(self, out: queue.Queue, index: int, assembler: TextAssembler):
-        self.out, self.index, self.assembler = out, index, assembler
-        self.prompt_seen = False
-
-    def put(self, value):
-        """Queue the text of new tokens (``generate`` first passes the prompt: skipped)."""
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        piece = self.assembler.add(value.flatten().tolist())
-        if piece:
-            self.out.put(("text", self.index, piece))
-
-    def end(self):
-        """Queue whatever text was held back."""
-        piece = self.assembler.add([], final=True)
-        if piece:
-            self.out.put(("text", self.index, piece))
-
-
-class SampleWith(LogitsProcessor):
-    """Samples the next token (temperature, top-p) from a request's own ``torch.Generator``.
-
-    ``generate`` then runs greedy: every other token's score is -inf, so it picks the
-    sampled one. torch's global generator, which training's dropout draws from, is not used.
-    """
-
-    def __init__(self, temperature: float, top_p: float, generator: torch.Generator):
-        self.temperature, self.top_p, self.generator = temperature, top_p, generator
-
-    def __call__(self, input_ids, scores):
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1:
-            ordered, order = probs.sort(dim=-1, descending=True)
-            ordered[ordered.cumsum(-1) - ordered >= self.top_p] = 0  # beyond the top-p mass
-            probs = torch.zeros_like(probs).scatter(-1, order, ordered)
-        token = torch.multinomial(probs, 1, generator=self.generator)
-        return torch.full_like(scores, float("-inf")).scatter(-1, token, 0.0)
-
-
-def request_generator(seed: int | None, device) -> torch.Generator:
-    """Return a generator for one request: seeded when asked, else from fresh entropy."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(secrets.randbits(63) if seed is None else seed)
-    return generator
-
-
-class StopWhen(StoppingCriteria):
-    """Stops generation when a condition holds (a stop string appeared, the client left)."""
-
-    def __init__(self, condition):
-        self.condition = condition
-
-    def __call__(self, input_ids, scores, **kwargs):
-        stop = self.condition()
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
-def generate_choices(
-    loaded: LoadedModel, prompt: dict, settings: dict, out: queue.Queue, cancel, cores: CoreShare
-):
-    """Generate the choices one after another under the model's lock, queueing their text.
-
-    Queues ``("text", index, piece)`` and ``("finish", index, (reason, tokens))`` items,
-    ``("error", -1, exception)`` on failure, and None at the end.
-    """
-    tokenizer = loaded.tokenizer
-    processors = LogitsProcessorList()
-    if settings["temperature"] > 0:
-        generator = request_generator(settings["seed"], loaded.model.device)
-        processors.append(SampleWith(settings["temperature"], settings["top_p"], generator))
+def chat_events(loaded: LoadedModel, prompt_ids: list[int], settings: dict, cores: CoreShare):
+    """Yield the items the model's batch queues for one request; cancel it if closed."""
+    request = loaded.batcher(cores).submit(prompt_ids, settings)
     try:
-        with loaded.lock, cores.chat(), torch.inference_mode():
-            for index in range(settings["n"]):
-                assembler = TextAssembler(tokenizer, settings["stop"])
-                output = loaded.model.generate(
-                    **prompt,
-                    max_new_tokens=settings["max_tokens"],
-                    streamer=QueueStreamer(out, index, assembler),
-                    stopping_criteria=StoppingCriteriaList(
-                        [StopWhen(lambda a=assembler: a.stopped or cancel.is_set())]
-                    ),
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    do_sample=False,
-                    logits_processor=processors,
-                )
-                if cancel.is_set():
-                    break
-                tokens = output[0, prompt["input_ids"].shape[1] :].tolist()
-                ended = assembler.stopped or (tokens and tokens[-1] == tokenizer.eos_token_id)
-                reason = "stop" if ended or len(tokens) < settings["max_tokens"] else "length"
-                out.put(("finish", index, (reason, len(tokens))))
-    except Exception as error:  # handed to the request thread, which answers it
-        out.put(("error", -1, error))
-    finally:
-        out.put(None)
-
-
-def chat_events(loaded: LoadedModel, prompt: dict, settings: dict, cores: CoreShare):
-    """Yield the queued items of :func:`generate_choices`, run in a thread; stop it if closed."""
-    out: queue.Queue = queue.Queue()
-    cancel = threading.Event()
-    thread = threading.Thread(
-        target=generate_choices, args=(loaded, prompt, settings, out, cancel, cores), daemon=True
-    )
-    thread.start()
-    try:
-        while (item := out.get()) is not None:
+        while (item := request.out.get()) is not None:
             if item[0] == "error":
                 raise item[2]
             yield item
     finally:
-        cancel.set()  # the client went away, or we are done
+        request.cancel.set()  # the client went away, or we are done
 
 
 def message_text(message: dict, position: int) -> dict:
@@ -904,13 +765,12 @@ def create_app(
         messages = [message_text(m, i) for i, m in enumerate(body.messages)]
         loaded = chat_model(body.model)
         text = render_prompt(loaded.tokenizer, messages)
-        prompt = loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        prompt = prompt.to(loaded.model.device)
-        prompt_tokens = prompt["input_ids"].shape[1]
+        prompt_ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompt_tokens = len(prompt_ids)
         context = getattr(loaded.model.config, "max_position_embeddings", 2048)
         settings = chat_settings(body, prompt_tokens, context)
         reply = {"id": new_id("chatcmpl-"), "created": now(), "model": body.model}
-        events = chat_events(loaded, prompt, settings, cores)
+        events = chat_events(loaded, prompt_ids, settings, cores)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(

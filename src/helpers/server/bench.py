@@ -1,0 +1,122 @@
+"""``bench-server``: chat throughput at 1, 4 and 16 concurrent requests, idle and while training.
+
+Every figure comes from one run on a fresh server with a temporary data folder, next to
+the baseline it is compared with: plain ``model.generate`` as a learner would call it
+(fp32, default cache, one prompt), in this process, on the same machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from helpers.server import start_server
+
+SERVED_MODEL = "smollm2-135m-instruct"
+
+
+def sample_questions(count: int) -> list[list[dict]]:
+    """Return ``count`` customer questions from the sample data, as chat messages."""
+    from helpers.data import load_examples
+    from helpers.paths import sample_path
+
+    examples = load_examples(sample_path("customer_service"))
+    users = [next(m for m in e["messages"] if m["role"] == "user") for e in examples]
+    return [[{"role": "user", "content": m["content"]}] for m in users[:count]]
+
+
+def generate_baseline(question: list[dict], max_tokens: int) -> float:
+    """Tokens/s of plain ``model.generate`` (fp32, greedy, default cache) on one prompt."""
+    import torch
+
+    from helpers.models import EMBEDDED_MODEL, load_base_model
+
+    model, tokenizer = load_base_model(EMBEDDED_MODEL)
+    inputs = tokenizer.apply_chat_template(
+        question, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=4, do_sample=False)  # warm up
+        start = time.perf_counter()
+        output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        seconds = time.perf_counter() - start
+    return (output.shape[1] - inputs["input_ids"].shape[1]) / seconds
+
+
+def benchmark(max_tokens: int = 64, concurrency: int = 16, training_chats: int = 20) -> dict:
+    """Measure the server's chat throughput and latency; return the figures by name."""
+    from openai import OpenAI
+
+    from helpers.data import percentile
+    from helpers.paths import sample_path
+
+    questions = sample_questions(concurrency)
+    figures: dict = {"max_tokens": max_tokens}
+    figures["generate_baseline_tokens_per_s"] = round(
+        generate_baseline(questions[0], max_tokens), 1
+    )
+    with tempfile.TemporaryDirectory() as tmp, start_server(data_dir=tmp) as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+
+        def ask(question: list[dict], tokens: int = max_tokens) -> tuple[str, int, float]:
+            start = time.perf_counter()
+            reply = client.chat.completions.create(
+                model=SERVED_MODEL, messages=question, max_tokens=tokens, temperature=0
+            )
+            seconds = time.perf_counter() - start
+            return reply.choices[0].message.content, reply.usage.completion_tokens, seconds
+
+        def concurrently(batch: list[list[dict]], tokens: int = max_tokens):
+            start = time.perf_counter()
+            with ThreadPoolExecutor(len(batch)) as pool:
+                answers = list(pool.map(lambda q: ask(q, tokens), batch))
+            return answers, time.perf_counter() - start
+
+        ask(questions[0], 4)  # loads the model
+        start = time.perf_counter()
+        sequential = [ask(question) for question in questions]
+        sequential_seconds = time.perf_counter() - start
+        latencies = [seconds for _, _, seconds in sequential]
+        figures["single_tokens_per_s"] = round(
+            sum(tokens for _, tokens, _ in sequential) / sequential_seconds, 1
+        )
+        figures["chat_p50_idle_s"] = round(percentile(latencies, 50), 2)
+        for width in (4, concurrency):
+            answers, seconds = concurrently(questions[:width])
+            rate = sum(tokens for _, tokens, _ in answers) / seconds
+            key = (
+                "concurrent_tokens_per_s"
+                if width == concurrency
+                else f"concurrent_{width}_tokens_per_s"
+            )
+            figures[key] = round(rate, 1)
+        figures["concurrent_speedup"] = round(
+            figures["concurrent_tokens_per_s"] / figures["single_tokens_per_s"], 2
+        )
+        figures["concurrent_identical_to_sequential"] = [a for a, _, _ in answers] == [
+            a for a, _, _ in sequential
+        ]
+        figures["server_vs_generate_baseline"] = round(
+            figures["single_tokens_per_s"] / figures["generate_baseline_tokens_per_s"], 2
+        )
+
+        with open(sample_path("customer_service"), "rb") as data:
+            training_file = client.files.create(file=data, purpose="fine-tune")
+        start = time.perf_counter()
+        job = client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18",
+            training_file=training_file.id,
+            hyperparameters={"n_epochs": 1},
+        )
+        while client.fine_tuning.jobs.retrieve(job.id).status in ("validating_files", "queued"):
+            time.sleep(0.5)
+        answers, seconds = concurrently((questions * 2)[:training_chats], tokens=16)
+        figures[f"training_{training_chats}_chats_16_tokens_s"] = round(seconds, 1)
+        figures["chat_p50_while_training_s"] = round(percentile([s for _, _, s in answers], 50), 2)
+        while (job := client.fine_tuning.jobs.retrieve(job.id)).status == "running":
+            time.sleep(1)
+        figures["job_wall_s"] = round(time.perf_counter() - start, 1)
+        figures["job_status"] = job.status
+        figures["job_trained_tokens"] = job.trained_tokens
+    return figures

@@ -26,6 +26,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from helpers.models import trim_heap
 from helpers.server.worker import CoreShare
 
 MAX_BATCH = 32  # rows (choices) decoded together; more requests wait for a free row
@@ -288,6 +289,7 @@ class Batcher:
             return
         if not keep:
             self.rows, self.cache, self.mask, self.last = [], None, None, None
+            trim_heap()  # the batch's key/value cache goes back to the system
             return
         index = torch.tensor(keep, device=self.mask.device)
         self.rows = [self.rows[i] for i in keep]

@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 from helpers import data
 from helpers.chat import IGNORE_INDEX, tokenize_dataset
 from helpers.evaluate import mean_loss
-from helpers.models import load_base_model
+from helpers.models import load_base_model, release_memory
 from helpers.server.store import Store, new_id, now
 from helpers.train import DEFAULT_LEARNING_RATES, finetune
 
@@ -218,7 +218,7 @@ class JobCallback(TrainerCallback):
         step = state.global_step
         metrics = {"step": step, "train_loss": self.rows[-1]["train_loss"]}
         if self.validation is not None:
-            measured = mean_loss(model, self.tokenizer, self.validation)
+            measured = mean_loss(model, self.tokenizer, self.validation, batch_size=4)
             valid_loss, valid_accuracy = measured["loss"], measured["accuracy"]
             metrics.update(valid_loss=valid_loss, valid_mean_token_accuracy=valid_accuracy)
             self.rows[-1].update(metrics)
@@ -389,6 +389,8 @@ class Worker:
                 traceback.print_exc()
                 message = f"Training failed: {type(error).__name__}: {error}"
                 self._fail(job_id, JobFailed("training_error", message), only_if=("running",))
+            finally:
+                release_memory()  # the job's model and buffers go back to the system
 
     def _fail(self, job_id: str, failure: JobFailed, only_if: tuple[str, ...] = ()) -> None:
         fields = {"status": "failed", "error": failure.error, "finished_at": now()}

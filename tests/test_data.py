@@ -477,6 +477,19 @@ def test_cost_arithmetic():
         data.estimate_cost([1000], epochs=0)
 
 
+def test_chat_cost_uses_base_and_fine_tuned_list_prices():
+    base = data.chat_cost(1000, 100)  # gpt-4o-mini: $0.15 and $0.60 per 1M tokens
+    assert base == pytest.approx((1000 * 0.15 + 100 * 0.60) / 1e6)
+    tuned = data.chat_cost(1000, 100, fine_tuned=True)  # fine-tuned: twice that
+    assert tuned == pytest.approx(2 * base)
+    assert data.chat_cost(10, model="gpt-4o-mini") == data.chat_cost(10)  # undated name
+    assert data.chat_cost(0, 0, model="gpt-4.1-nano-2025-04-14") == 0
+    for prices in data.PRICES_PER_1M_CHAT_TOKENS.values():
+        assert all(tuned >= base for base, tuned in zip(*prices.values(), strict=True))
+    with pytest.raises(ValueError, match="gpt-4o-mini-2024-07-18"):
+        data.chat_cost(10, model="smollm2-135m-instruct")
+
+
 def test_default_epochs_follows_openais_heuristic():
     assert {n: data.default_epochs(n) for n in (1, 3, 10, 20, 33, 34, 50, 8333, 9000, 20_000)} == {
         1: 25,

@@ -178,3 +178,69 @@ def test_plots_are_saved_as_png(tmp_path):
     plots.plot_lines(sweep, "r", "loss", group="targets", path=tmp_path / "sweep.png")
     for name in ("loss.png", "bars.png", "sweep.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_asks_for_procedure_reads_how_to_questions():
+    asks = [
+        "How do I return something I bought online?",
+        "how can i change the email on my account",
+        "How do we set that up?",
+        "My package says delivered but it's not here. What do I do?",
+        "Could you explain how to close my account?",
+        "What are the steps to join rewards?",
+    ]
+    does_not = [
+        "Do you ship to Canada?",
+        "Can I turn off two-step verification?",  # "two-step" is not "steps"
+        "How long do refunds take?",
+        "What's your phone number?",
+    ]
+    assert all(evaluate.asks_for_procedure(q) for q in asks)
+    assert not any(evaluate.asks_for_procedure(q) for q in does_not)
+
+
+def test_has_numbered_steps_needs_one_and_two_on_their_own_lines():
+    steps = "Hello! Here's how:\n1. Go to Account.\n2. Click Addresses.\nPlease contact us."
+    assert evaluate.has_numbered_steps(steps)
+    assert evaluate.has_numbered_steps("Hello!\n  1. One\n  2. Two")  # indented lines count
+    assert not evaluate.has_numbered_steps("Hello! 1. Go to Account. 2. Click Addresses.")
+    assert not evaluate.has_numbered_steps("Hello!\n1. Only one step.\nContact us.")
+    assert not evaluate.has_numbered_steps("Hello!\n2. Two\n1. One")  # 2 must follow 1
+    assert not evaluate.has_numbered_steps("Hello! Orders over $50\n1.5 days")
+
+
+def test_style_adherence_checks_steps_only_where_a_procedure_is_asked():
+    steps = "Hello! Here's how:\n1. Go to Account.\n2. Click Addresses.\nPlease contact us."
+    assert evaluate.style_adherence("How do I update my address?", steps) == {
+        "starts Hello!": True,
+        "numbered steps": True,
+        "ends contact us": True,
+    }
+    plain = "Hello! Yes, we ship to Canada. Feel free to contact us."
+    assert evaluate.style_adherence("Do you ship to Canada?", plain) == {
+        "starts Hello!": True,
+        "ends contact us": True,
+    }
+    assert evaluate.style_adherence("How do I update my address?", "Sure, go to Account.") == {
+        "starts Hello!": False,
+        "numbered steps": False,
+        "ends contact us": False,
+    }
+    assert set(evaluate.style_adherence("How do I?", steps)) == set(evaluate.STYLE_CHECKS)
+
+
+def test_procedure_rule_agrees_with_the_sample_data():
+    """The rule asks for steps where the sample's answers mostly give them."""
+    from helpers.data import load_examples
+    from helpers.paths import sample_path
+
+    asked, answered = [], []
+    for example in load_examples(sample_path("customer_service")):
+        messages = example["messages"]
+        for before, message in zip(messages, messages[1:], strict=False):
+            if message["role"] == "assistant":
+                asked.append(evaluate.asks_for_procedure(before["content"]))
+                answered.append(evaluate.has_numbered_steps(message["content"]))
+    agreement = sum(a == b for a, b in zip(asked, answered, strict=True)) / len(asked)
+    precision = sum(a and b for a, b in zip(asked, answered, strict=True)) / sum(asked)
+    assert agreement > 0.85 and precision > 0.9

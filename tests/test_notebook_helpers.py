@@ -37,3 +37,21 @@ def test_verdict_and_megabytes_read_well():
     assert notebook.verdict(False, no="refuted") == "**refuted**"
     assert notebook.megabytes(2720.4) == "2,720 MB"
     assert notebook.megabytes(1.7734) == "1.77 MB"
+
+
+def test_notebook_stopped_shows_its_message_instead_of_a_traceback(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    message = "Set OPENAI_API_KEY first."
+    assert notebook.NotebookStopped(message)._render_traceback_() == [message]
+    shell = InteractiveShell.instance()
+    try:
+        result = shell.run_cell(
+            f"from helpers.notebook import NotebookStopped\nraise NotebookStopped({message!r})"
+        )
+    finally:
+        InteractiveShell.clear_instance()
+    assert isinstance(result.error_in_exec, notebook.NotebookStopped)
+    printed = capsys.readouterr()
+    shown = printed.out + printed.err
+    assert message in shown and "Traceback" not in shown and "raise" not in shown

@@ -268,6 +268,44 @@ def closes_with_contact_us(reply: str) -> bool:
 
 CUSTOMER_SERVICE_CHECKS = {"starts Hello!": greets_hello, "ends contact us": closes_with_contact_us}
 
+# How customers ask for a procedure: "how do I ...", "how can we ...", "how to ...", "what
+# should I do", "steps" (not "two-step"), "walk me through", "explain how". On the sample
+# data the house style answers with numbered steps nine times in ten when this matches;
+# the questions it misses ("I forgot my password.", some "Can I ...?") are answered either
+# way in the data. Notebook 01 measures the agreement.
+PROCEDURE_REQUEST = re.compile(
+    r"\bhow (?:do|can|should|would) (?:i|we)\b|\bhow to\b|\bwhat (?:should|do) i do\b"
+    r"|(?<!-)\bsteps?\b|\bwalk (?:me|us) through\b|\b(?:explain|tell me|let me know) how\b",
+    re.IGNORECASE,
+)
+NUMBERED_LINE = re.compile(r"^\s*(\d+)\.\s+\S", re.MULTILINE)
+STYLE_CHECKS = ("starts Hello!", "numbered steps", "ends contact us")
+
+
+def asks_for_procedure(question: str) -> bool:
+    """Tell whether a customer asks *how* to do something (see :data:`PROCEDURE_REQUEST`)."""
+    return bool(PROCEDURE_REQUEST.search(question))
+
+
+def has_numbered_steps(reply: str) -> bool:
+    """The house style for procedures: a line starting ``1.`` and a later one starting ``2.``."""
+    numbers = [int(number) for number in NUMBERED_LINE.findall(reply)]
+    return 1 in numbers and 2 in numbers[numbers.index(1) + 1 :]
+
+
+def style_adherence(question: str, reply: str) -> dict[str, bool]:
+    """Check a reply against the customer-service house style, with the checks that apply.
+
+    ``starts Hello!`` and ``ends contact us`` always apply; ``numbered steps`` only when
+    the question asks for a procedure (:func:`asks_for_procedure`), so its key is absent
+    otherwise: "not asked for", never "passed". Keys follow :data:`STYLE_CHECKS`.
+    """
+    checks = {"starts Hello!": greets_hello(reply)}
+    if asks_for_procedure(question):
+        checks["numbered steps"] = has_numbered_steps(reply)
+    checks["ends contact us"] = closes_with_contact_us(reply)
+    return checks
+
 
 def save_metrics(metrics: dict, output_dir: str | Path) -> Path:
     """Write a run's metrics as ``metrics.json`` in ``output_dir`` (batch runs collect them)."""

@@ -4,6 +4,8 @@ A notebook's second code cell calls :func:`setup_report` (versions, device, what
 install), marks each section with ``timer.section("1. Data")`` so the canonical run
 records how long each part takes (instructors plan pauses with it), and states each of
 the article's claims through :func:`verdict`, so the words follow the numbers of the run.
+A cell that cannot go on (no API key, no confirmation to spend money) raises
+:class:`NotebookStopped`: the learner reads one sentence, not a traceback.
 """
 
 from __future__ import annotations
@@ -82,6 +84,19 @@ class SectionTimer:
         frame = pd.DataFrame({"seconds": self.seconds}).rename_axis("section")
         frame["share"] = frame["seconds"] / max(frame["seconds"].sum(), 1e-9)
         return frame
+
+
+class NotebookStopped(Exception):
+    """Stops a notebook with one clear message: IPython shows the message, not a traceback.
+
+    Raise it where a run cannot go on for a reason the learner can fix (a missing API key,
+    a missing confirmation); the remaining cells do not run, and papermill reports it as
+    the run's error with the message as its value.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        """Return what IPython shows instead of the traceback: the message alone."""
+        return [str(self)]
 
 
 def verdict(holds: bool, yes: str = "confirmed", no: str = "not confirmed") -> str:

@@ -11,7 +11,8 @@ One module per step, all re-exported here (``from helpers import data``):
 - :mod:`~helpers.data.splitting`: :func:`split`, :func:`split_file`
 - :mod:`~helpers.data.tokens`: OpenAI token counts and chat-template token counts
 - :mod:`~helpers.data.stats`: :func:`token_stats`, :func:`describe_stats`, :func:`percentile`
-- :mod:`~helpers.data.cost`: :func:`estimate_cost`, :func:`default_epochs`, the price table
+- :mod:`~helpers.data.cost`: :func:`estimate_cost`, :func:`default_epochs`, :func:`chat_cost`,
+  the price tables
 - :mod:`~helpers.data.noise`: :func:`make_noisy`
 """
 
@@ -38,8 +39,10 @@ from helpers.data.cost import (
     MIN_TARGET_EXAMPLES,
     PRICES_AS_OF,
     PRICES_PER_1K_TRAINING_TOKENS,
+    PRICES_PER_1M_CHAT_TOKENS,
     SEED_ARTICLE_PRICE,
     TARGET_EPOCHS,
+    chat_cost,
     default_epochs,
     estimate_cost,
 )
@@ -62,6 +65,7 @@ __all__ = [
     "NO_TOOLS",
     "PRICES_AS_OF",
     "PRICES_PER_1K_TRAINING_TOKENS",
+    "PRICES_PER_1M_CHAT_TOKENS",
     "ROLES",
     "SEED_ARTICLE_PRICE",
     "SPLIT_NAMES",
@@ -74,6 +78,7 @@ __all__ = [
     "DataFileError",
     "Problem",
     "ValidationReport",
+    "chat_cost",
     "check_example",
     "clean",
     "content_text",

@@ -1,4 +1,4 @@
-"""What an OpenAI fine-tuning job would cost: default epochs, list prices, billed tokens."""
+"""What OpenAI fine-tuning costs: default epochs, list prices, billed tokens, chat requests."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ PRICES_PER_1K_TRAINING_TOKENS = {
 }
 SEED_ARTICLE_PRICE = "gpt-3.5-turbo (seed article)"
 
+# US dollars per 1M tokens when a model answers, (prompt, completion), for the base model and
+# for the same model fine-tuned: OpenAI bills a fine-tuned model's tokens at a higher rate.
+# List prices as of PRICES_AS_OF (https://openai.com/api/pricing/); check before relying on them.
+PRICES_PER_1M_CHAT_TOKENS = {
+    "gpt-4o-mini-2024-07-18": {"base": (0.15, 0.60), "fine-tuned": (0.30, 1.20)},
+    "gpt-4o-2024-08-06": {"base": (2.50, 10.00), "fine-tuned": (3.75, 15.00)},
+    "gpt-3.5-turbo-0125": {"base": (0.50, 1.50), "fine-tuned": (3.00, 6.00)},
+    "gpt-4.1-mini-2025-04-14": {"base": (0.40, 1.60), "fine-tuned": (0.80, 3.20)},
+    "gpt-4.1-2025-04-14": {"base": (2.00, 8.00), "fine-tuned": (3.00, 12.00)},
+    "gpt-4.1-nano-2025-04-14": {"base": (0.10, 0.40), "fine-tuned": (0.20, 0.80)},
+}
+
 
 def default_epochs(n_examples: int) -> int:
     """Return the number of epochs OpenAI picks by default for ``n_examples`` (cookbook rule)."""
@@ -41,6 +53,15 @@ def default_epochs(n_examples: int) -> int:
     return TARGET_EPOCHS
 
 
+def _snapshots(model: str, table: dict) -> list[str]:
+    """Return the table's names for a model: itself, or an undated name's dated snapshots."""
+    return [
+        name
+        for name in table
+        if name == model or re.fullmatch(re.escape(model) + r"-(\d{4}-\d{2}-\d{2}|\d{4})", name)
+    ]
+
+
 def _price(model: str, price_per_1k: float | None) -> tuple[float, str]:
     """Return the price per 1K training tokens and where it comes from."""
     if price_per_1k is not None:
@@ -48,11 +69,7 @@ def _price(model: str, price_per_1k: float | None) -> tuple[float, str]:
     if model == SEED_ARTICLE_PRICE:
         return PRICES_PER_1K_TRAINING_TOKENS[model], "the seed article's claim, not a price list"
     # An undated name ("gpt-4o-mini") takes the price of its one dated snapshot in the table.
-    dated = [
-        name
-        for name in PRICES_PER_1K_TRAINING_TOKENS
-        if name == model or re.fullmatch(re.escape(model) + r"-(\d{4}-\d{2}-\d{2}|\d{4})", name)
-    ]
+    dated = _snapshots(model, PRICES_PER_1K_TRAINING_TOKENS)
     if len(dated) != 1:
         known = ", ".join(PRICES_PER_1K_TRAINING_TOKENS)
         raise ValueError(
@@ -103,3 +120,22 @@ def estimate_cost(
         "price_source": price_source,
         "cost_usd": round(billed * price / 1000, 6),
     }
+
+
+def chat_cost(
+    prompt_tokens: float,
+    completion_tokens: float = 0,
+    model: str = DEFAULT_OPENAI_MODEL,
+    fine_tuned: bool = False,
+) -> float:
+    """Return what one chat request costs on OpenAI in US dollars, at list prices.
+
+    ``model`` is the base model's name (an undated name takes its one dated snapshot);
+    ``fine_tuned`` prices the request as sent to a model fine-tuned from it.
+    """
+    dated = _snapshots(model, PRICES_PER_1M_CHAT_TOKENS)
+    if len(dated) != 1:
+        known = ", ".join(PRICES_PER_1M_CHAT_TOKENS)
+        raise ValueError(f"No chat price known for {model!r}; known models: {known}.")
+    prompt, completion = PRICES_PER_1M_CHAT_TOKENS[dated[0]]["fine-tuned" if fine_tuned else "base"]
+    return (prompt_tokens * prompt + completion_tokens * completion) / 1e6

@@ -5,14 +5,25 @@ import json
 import nbformat
 import papermill
 import pytest
+from openai import OpenAI
 
 from helpers.batch import find_notebooks
 from helpers.paths import repo_root
+from helpers.server import start_server
 
 NOTEBOOKS = find_notebooks()
+NB01 = "01_customer_service_openai"
 
 # Small parameters that run each notebook end to end in about a minute.
 QUICK = {
+    NB01: {
+        "n_epochs": 1,
+        "server_max_steps": 2,
+        "num_eval_prompts": 2,
+        "max_tokens": 8,
+        "poll_interval_s": 0.5,
+        "run_failure_demo": True,
+    },
     "02_code_generation_full_finetune": {
         "max_steps": 2,
         "eval_steps": 1,
@@ -76,22 +87,50 @@ def test_committed_outputs_are_clean(path):
     assert not errors
 
 
-@pytest.mark.slow  # runs the notebook on the real model
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_quick_papermill_run_writes_metrics(path, tmp_path):
+def _run(path, tmp_path, **parameters):
+    """Run a notebook with papermill into tmp_path; return its output folder."""
     out = tmp_path / "run"
     papermill.execute_notebook(
         str(path),
         str(tmp_path / path.name),
         cwd=str(path.parent),
         kernel_name="python3",
-        parameters={**QUICK[path.stem], "output_dir": str(out)},
+        parameters={**parameters, "output_dir": str(out)},
         progress_bar=False,
     )
+    return out
+
+
+def _check_nb01_metrics(metrics, backend):
+    quick = QUICK[NB01]
+    assert metrics["backend"] == backend and metrics["job_status"] == "succeeded"
+    assert 1 <= metrics["steps"] <= 2 and metrics["trained_tokens"] > 0
+    assert metrics["eval_prompts"] == quick["num_eval_prompts"]
+    assert metrics["failure_demo_code"] == "invalid_training_file"
+    assert metrics["estimated_cost_usd"] > 0 and metrics["openai_default_epochs"] == 3
+    assert metrics["procedure_rule_agreement"] > 0.85
+    approaches = ("base", "prompt_engineered", "few_shot", "fine_tuned")
+    assert all(0 <= metrics[f"{a}_style_score"] <= 1 for a in approaches)
+    assert all(metrics[f"{a}_completion_tokens"] <= quick["max_tokens"] for a in approaches)
+    # the prompting baselines send longer prompts than the fine-tuned model
+    assert metrics["fine_tuned_prompt_tokens"] < metrics["prompt_engineered_prompt_tokens"]
+    assert metrics["prompt_engineered_prompt_tokens"] < metrics["few_shot_prompt_tokens"]
+    assert metrics["claim_long_prompts_cost_more_tokens"] == 1
+
+
+@pytest.mark.slow  # runs the notebook on the real model
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_quick_papermill_run_writes_metrics(path, tmp_path):
+    out = _run(path, tmp_path, **QUICK[path.stem])
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["max_steps"] == QUICK[path.stem]["max_steps"]
+    if "max_steps" in QUICK[path.stem]:
+        assert metrics["max_steps"] == QUICK[path.stem]["max_steps"]
     assert all(isinstance(v, (int, float, str)) for v in metrics.values())
     assert list(out.glob("*.png")), "the notebook saves its plots as PNG"
+    if path.stem == NB01:
+        _check_nb01_metrics(metrics, "local")
+        assert metrics["server_max_steps"] == QUICK[NB01]["server_max_steps"]
+        assert {"loss.png", "style_score.png"} <= {png.name for png in out.glob("*.png")}
     if path.stem == "02_code_generation_full_finetune":
         assert metrics["reference_pass_rate"] == 1.0  # the sandbox judges reference code right
         assert metrics["steps"] <= 2 and metrics["eval_tasks"] == 2
@@ -116,3 +155,44 @@ def test_quick_papermill_run_writes_metrics(path, tmp_path):
             (out / "adapters" / version / "adapter_config.json").is_file()
             for version in ("v1", "v2")
         )
+
+
+def _nb01_path():
+    return repo_root() / "notebooks" / f"{NB01}.ipynb"
+
+
+@pytest.mark.slow  # trains on the real model, in a server standing in for OpenAI
+def test_nb01_openai_backend_runs_the_same_cells_against_a_stand_in_api(tmp_path, monkeypatch):
+    """backend="openai" uses OpenAI() with the environment's key and base URL, like the article."""
+    with start_server(data_dir=tmp_path / "api", max_steps=2) as api:
+        monkeypatch.setenv("OPENAI_API_KEY", api.api_key)  # the kernel inherits the environment
+        monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+        out = _run(_nb01_path(), tmp_path, **QUICK[NB01], backend="openai", confirm_spend=True)
+        client = OpenAI(base_url=api.base_url, api_key=api.api_key)
+        jobs = client.fine_tuning.jobs.list().data
+        tuned = [job.fine_tuned_model for job in jobs if job.status == "succeeded"]
+        assert any(":xyz-support:" in name for name in tuned)  # the notebook's job ran here
+        assert client.files.list(purpose="fine-tune").data == []  # the clean-up deleted them
+    metrics = json.loads((out / "metrics.json").read_text())
+    _check_nb01_metrics(metrics, "openai")
+    assert not (out / "server").exists(), "backend='openai' must not start a server of its own"
+
+
+@pytest.mark.slow  # starts a kernel
+def test_nb01_openai_backend_without_a_key_stops_with_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(papermill.PapermillExecutionError) as stopped:
+        _run(_nb01_path(), tmp_path, **QUICK[NB01], backend="openai", confirm_spend=True)
+    error = stopped.value
+    assert error.ename == "NotebookStopped" and "OPENAI_API_KEY" in error.evalue
+    assert "Traceback" not in str(error) and "OPENAI_API_KEY" in str(error)  # one message
+    out = tmp_path / "run"
+    assert (out / "train.jsonl").is_file()  # the data cells before it ran ...
+    assert not (out / "server").exists() and not (out / "metrics.json").exists()  # ... no more
+    cells = nbformat.read(tmp_path / f"{NB01}.ipynb", as_version=4).cells
+    failed = [
+        i for i, c in enumerate(cells) if "error" in {o.output_type for o in c.get("outputs", [])}
+    ]
+    later = [c for c in cells[failed[0] + 1 :] if c.cell_type == "code"]
+    assert len(failed) == 1 and later and not any(c.get("outputs") for c in later)

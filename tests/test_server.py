@@ -373,6 +373,11 @@ def test_job_reports_token_accuracy_in_events_and_results(tmp_path):
         events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
         steps = [e.data for e in events if e.type == "metrics"]
         assert all(0 <= d["train_mean_token_accuracy"] <= 1 for d in steps) and len(steps) == 2
+        # r 8 on q_proj (64 -> 64) and v_proj (64 -> 32, 2 of 4 heads) in each of 2 layers
+        adapter = 2 * 8 * ((64 + 64) + (64 + 32))
+        assert any(
+            f"LoRA adapter: {adapter:,} trainable parameters" in m for m in messages(client, job.id)
+        )
 
 
 def test_truncated_and_dropped_examples_are_reported_as_events(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 from helpers import data
 from helpers.chat import IGNORE_INDEX, tokenize_dataset
 from helpers.evaluate import mean_loss
-from helpers.models import load_base_model, release_memory
+from helpers.models import count_parameters, load_base_model, release_memory
 from helpers.server.store import Store, new_id, now
 from helpers.train import DEFAULT_LEARNING_RATES, finetune
 
@@ -177,6 +177,12 @@ class JobCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._hook = model.register_forward_hook(self._count_correct, with_kwargs=True)
+        trainable, total = count_parameters(model)
+        self.store.add_event(
+            self.job_id,
+            f"LoRA adapter: {trainable:,} trainable parameters of {total:,} "
+            f"({100 * trainable / total:.2f}%)",
+        )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._hook is not None:
@@ -482,15 +488,18 @@ class Worker:
             logging_steps=1,
             disable_tqdm=True,
         )
+        steps, tokens = result.steps, result.tokens_trained
+        del model, result  # the result holds the model: free both before the model is served
+        release_memory()
         if job_id in self._cancelled:
-            self.store.add_event(job_id, f"Training stopped at step {result.steps} (cancelled)")
+            self.store.add_event(job_id, f"Training stopped at step {steps} (cancelled)")
             return
         if self._stopping.is_set():
             raise JobFailed("job_interrupted", "The server was stopped while this job was running.")
         results = self.store.write_file(
             callback.results_csv(), "step_metrics.csv", "fine-tune-results"
         )
-        self._succeed(job_id, model_name, folder / "final", result.tokens_trained, results["id"])
+        self._succeed(job_id, model_name, folder / "final", tokens, results["id"])
 
     def _succeed(self, job_id: str, name: str, adapter: Path, tokens: int, results: str) -> None:
         """Mark a job succeeded and register its model, in one transaction (both or neither)."""

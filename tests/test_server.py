@@ -8,6 +8,9 @@ embedded model in a server subprocess.
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -526,6 +529,15 @@ def in_thread(function):
     thread.start()
     thread.join()
     return result[0]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch
+def test_core_share_keeps_to_the_threads_a_batch_gives_the_server():
+    """Two servers side by side under OMP_NUM_THREADS=1 must not each take every core."""
+    code = "from helpers.server.worker import CoreShare; print(CoreShare().cores)"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "1", done.stderr
 
 
 def test_core_share_gives_training_every_core_unless_a_chat_runs():

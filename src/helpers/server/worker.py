@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import queue
 import re
 import threading
@@ -102,10 +101,12 @@ class CoreShare:
     run, each takes half: two full teams on the same cores wait at every barrier for a
     preempted thread (measured on 2 cores: a LoRA step 2.5 s with one thread each, 5 to
     40 s with two each). Other parallel backends share one team: there, half for all.
+    The cores are torch's thread count: ``OMP_NUM_THREADS`` where set (a batch of
+    notebooks running side by side divides the machine that way), else every core.
     """
 
     def __init__(self, cores: int | None = None):
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or torch.get_num_threads() or 1
         self.half = max(1, self.cores // 2)
         self.per_thread = "OpenMP" in torch.__config__.parallel_info()
         self.chats, self.training = 0, False

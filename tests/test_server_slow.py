@@ -7,10 +7,13 @@ order passes. ``tests/test_server.py`` covers the rest fast, on the tiny model.
 """
 
 import re
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
+import psutil
 import pytest
 from openai import OpenAI
 
@@ -298,3 +301,32 @@ def test_chat_answers_while_training_and_cancel_stops_training(client, long_file
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.cancel(job.id)
     assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
+
+
+def test_a_server_stops_when_the_process_that_started_it_is_killed(tmp_path):
+    """A restarted kernel or an interrupted batch run must not leave its server behind."""
+    code = (
+        "import sys, time\n"
+        "from helpers.server import start_server\n"
+        f"server = start_server({str(tmp_path)!r})\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    server = psutil.Process(int(parent.stdout.readline()))
+    assert server.is_running()
+    parent.kill()  # no clean-up runs: as when a kernel is killed
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(server):
+        time.sleep(0.5)
+    assert not _alive(server)
+    assert "has exited: stopping" in (tmp_path / "server.log").read_text()
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Tell whether a process still runs (a zombie waiting to be reaped does not)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

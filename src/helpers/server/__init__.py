@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +36,7 @@ from pathlib import Path
 from helpers.paths import cache_dir
 
 API_KEY_ENV = "FINETUNE_COURSE_API_KEY"
+PARENT_PID_ENV = "FINETUNE_COURSE_PARENT_PID"  # set by start_server: stop when it is gone
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 100.0
@@ -73,12 +76,26 @@ def run_server(
         key = new_api_key()
         print(f"API key (generated): {key}", flush=True)
     data_dir = Path(data_dir) if data_dir else default_data_dir()
+    if parent := os.environ.get(PARENT_PID_ENV):
+        threading.Thread(target=_exit_with_parent, args=(int(parent),), daemon=True).start()
     app = create_app(data_dir, key, max_steps, int(max_upload_mb * 2**20), aliases)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Warning: listening on {host}, reachable from other machines.", flush=True)
     print(f"Serving the OpenAI-compatible API at http://{host}:{port}/v1", flush=True)
     print(f"Data folder: {data_dir}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Stop this server (as Ctrl-C would) once the process that started it has gone.
+
+    A notebook's kernel that is restarted, or a batch run that is interrupted, must not
+    leave its server behind holding gigabytes.
+    """
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    print(f"The process that started this server ({parent}) has exited: stopping.", flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -152,9 +169,8 @@ def start_server(
         command += ["--alias", f"{name}={model}"]
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 (the child writes to it)
     # The key travels in the environment, not on the command line that `ps` shows.
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, API_KEY_ENV: key}
-    )
+    env = {**os.environ, API_KEY_ENV: key, PARENT_PID_ENV: str(os.getpid())}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
     server = LocalServer(f"http://{DEFAULT_HOST}:{port}/v1", key, data_dir, process)
     deadline = time.monotonic() + timeout

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 import pandas as pd
+import psutil
 import pytest
 
 from helpers.batch import grid as grids
 from helpers.batch import pool
 from helpers.batch.results import results_table, short_table
-from helpers.batch.run import current_cell, read_metrics
+from helpers.batch.run import current_cell, read_metrics, read_run
 from helpers.batch.scrub import scrub_notebook
 from helpers.paths import repo_root
 
@@ -253,3 +256,32 @@ def test_a_grid_runs_on_a_dask_cluster(tmp_path):
             [notebook], {"x": [1.0, 3.0]}, tmp_path / "out", 2, cluster.scheduler_address
         )
     assert [run.record["metrics"]["score"] for run in runs] == [2.0, 6.0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_running_runs_and_keeps_the_finished_ones(tmp_path):
+    notebook = tiny_notebook(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("x: [1.0, 2.0, 3.0]\n")
+    nap = nbformat.read(notebook, as_version=4)  # runs with x >= 2 sleep for a minute
+    nap.cells.append(nbformat.v4.new_code_cell("import time\nif x >= 2:\n    time.sleep(60)"))
+    nbformat.write(nap, notebook)
+    command = [sys.executable, "-m", "helpers", "batch", str(notebook), "--grid", str(grid)]
+    batch = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "out"), "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    first = tmp_path / "out" / "07_tiny-x=1"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (read_run(first) or {}).get("status") != "ok":
+        time.sleep(0.5)
+    children = psutil.Process(batch.pid).children(recursive=True)
+    assert children, "the second and third runs should be running"
+    batch.send_signal(signal.SIGINT)
+    output, _ = batch.communicate(timeout=60)
+    assert batch.returncode == 130 and "interrupted" in output
+    assert read_run(first)["status"] == "ok"  # the finished run is kept
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"

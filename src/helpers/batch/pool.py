@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.batch.grid import check_grid, expand_grid, run_name, swept_names
-from helpers.batch.run import current_cell, is_finished, read_run, run_one
+from helpers.batch.run import current_cell, is_finished, read_run, run_one, stop_all
 
 RUN_MEMORY_GIB = 4.5  # a notebook's default run: under 4 GB, plus notebook 01's kernel
 
@@ -153,6 +153,10 @@ def run_batch(
                 status = run.record["status"]
                 detail = f": {run.record['error']}" if status != "ok" else ""
                 progress.say(f"{run.folder.name}: {status} in {run.record['seconds']} s{detail}")
+    except KeyboardInterrupt:  # finished runs stay as they are; the rest are stopped
+        progress.say(f"interrupted: stopping {len(running)} runs; finished runs are kept")
+        stop_all()
+        raise
     finally:
         _shutdown(executor)
     progress.say(progress.line(done, []))

@@ -10,6 +10,7 @@ A run is finished when ``run.json`` says ``"status": "ok"`` for the same paramet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,14 @@ from pathlib import Path
 
 RUN_FILE, LOG_FILE, METRICS_FILE = "run.json", "run.log", "metrics.json"
 CELL_LINE = re.compile(r"Executing Cell (\d+)")
+_running: set[subprocess.Popen] = set()  # the runs' child processes, for stop_all
+
+
+def stop_all() -> None:
+    """Stop every run in progress (Ctrl-C): its kernel and any server it started follow."""
+    for process in list(_running):
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -91,15 +100,18 @@ def run_one(notebook: Path, run_dir: Path, parameters: dict, threads: int = 1) -
     command = [sys.executable, "-m", "helpers.batch.run", str(notebook), str(run_dir)]
     start = time.perf_counter()
     with open(run_dir / LOG_FILE, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=thread_env(threads)
+        process = subprocess.Popen(  # its own session: Ctrl-C reaches the batch, which stops it
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=thread_env(threads),
+            start_new_session=True,
         )
+        _running.add(process)
         try:
             _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:  # Ctrl-C: stop the run, leave it unfinished
-            process.kill()
-            process.wait()
-            raise
+        finally:
+            _running.discard(process)
         process.returncode = os.waitstatus_to_exitcode(status)
     ended = read_run(run_dir) or {}
     record.update(

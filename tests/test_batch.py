@@ -157,6 +157,8 @@ def test_the_short_table_fits_a_terminal_and_names_each_notebooks_headline(tmp_p
     text = short_table(table, ["lora_r"]).to_string(index=False)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "LoRA_style_pass_rate" in text and "0.875" in text and "failed" in text
+    shown = short_table(table, ["lora_r"], show=("m39", "m1"))
+    assert list(shown.columns[-2:]) == ["m39", "m1"] and list(shown["m39"]) == ["39", ""]
 
 
 def test_scrub_replaces_machine_paths_and_the_host_name_but_not_images(tmp_path):

@@ -221,9 +221,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid) if args.grid else {}
     grid.update(dict(args.param))  # -p wins over the grid file
     out = output_dir(args.out)
-    runs, written = pool.run_grid(notebooks, grid, out, args.jobs, args.scheduler)
+    show = tuple(args.show)
+    runs, written = pool.run_grid(notebooks, grid, out, args.jobs, args.scheduler, show)
     swept = list(dict.fromkeys(name for run in runs for name in run.swept))
-    table = short_table(results_table(runs), swept)
+    table = short_table(results_table(runs), swept, show)
     print(table.to_string(index=False, max_colwidth=28))
     print("\nResults: " + ", ".join(display_path(path) for path in written))
     return 0 if all(run.record.get("status") == "ok" for run in runs) else 1
@@ -238,7 +239,7 @@ def cmd_workshop(args: argparse.Namespace) -> int:
     models.prepare_embedded_model()
     print(f"Embedded model ready: {models.embedded_model_dir()}")
     args.notebooks, args.param, args.grid, args.out = [], [], None, out
-    args.jobs, args.scheduler = args.jobs or 1, None  # each default run needs up to 4 GB
+    args.jobs, args.scheduler, args.show = args.jobs or 1, None, []  # up to 4 GB per run
     return cmd_batch(args)
 
 
@@ -560,6 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--scheduler", metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)"
+    )
+    run.add_argument(
+        "--show",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="add a metric of metrics.json to the printed and Markdown tables; repeatable",
     )
     run.set_defaults(func=cmd_batch)
 

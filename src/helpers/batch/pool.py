@@ -186,6 +186,7 @@ def run_grid(
     out_root: Path,
     jobs: int | None = None,
     scheduler: str | None = None,
+    show: tuple[str, ...] = (),
 ) -> tuple[list[Run], list[Path]]:
     """Check, plan and run a grid, then write its results; return the runs and the files written."""
     from helpers.batch.results import results_table, write_results
@@ -198,4 +199,4 @@ def run_grid(
     else:
         runs = run_batch(runs, jobs)
     swept = list(dict.fromkeys(name for run in runs for name in run.swept))
-    return runs, write_results(results_table(runs), swept, out_root)
+    return runs, write_results(results_table(runs), swept, out_root, show)

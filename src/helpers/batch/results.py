@@ -59,25 +59,37 @@ def results_table(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def short_table(table: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
-    """Return what a person reads: notebook, swept parameters, status, time, peak, headline."""
+def _cell(value) -> str:
+    """Return a number with 3 significant digits; anything else as it is; blank for none."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def short_table(table: pd.DataFrame, swept: list[str], show: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Return what a person reads: notebook, swept parameters, status, time, peak, headline.
+
+    ``show`` adds metrics by name (``fine_tuned_all_checks``), each as a column of its own.
+    """
     columns = ["notebook", *swept, "status", "seconds", "peak_mib", "headline", "headline_value"]
+    columns += [f"metric.{name}" for name in show]
     short = table[[c for c in columns if c in table.columns]].copy()
     short["notebook"] = short["notebook"].str.slice(0, 2)  # "03": the course numbers them
     short["headline"] = short["headline"].str.slice(0, 24)
-    short["headline_value"] = short["headline_value"].map(
-        lambda v: "" if v is None or pd.isna(v) else f"{v:.3g}" if isinstance(v, float) else v
-    )
-    return short.rename(
-        columns={"notebook": "nb", "peak_mib": "peak MiB", "headline_value": "value"}
-    )
+    for column in ["headline_value", *(c for c in short.columns if c.startswith("metric."))]:
+        short[column] = short[column].map(_cell)
+    names = {"notebook": "nb", "peak_mib": "peak MiB", "headline_value": "value"}
+    names.update({f"metric.{name}": name for name in show})
+    return short.rename(columns=names)
 
 
-def write_results(table: pd.DataFrame, swept: list[str], out_root: Path) -> list[Path]:
+def write_results(
+    table: pd.DataFrame, swept: list[str], out_root: Path, show: tuple[str, ...] = ()
+) -> list[Path]:
     """Write ``results.csv`` (everything), ``results.md`` and, for a sweep, ``comparison.png``."""
     written = [out_root / "results.csv", out_root / "results.md"]
     table.to_csv(written[0], index=False)
-    markdown = short_table(table, swept).to_markdown(index=False)
+    markdown = short_table(table, swept, show).to_markdown(index=False)
     failed = table[table["status"] != "ok"]
     notes = "".join(f"\n- `{row.run}`: {row.error}" for row in failed.itertuples())
     written[1].write_text(markdown + ("\n\nFailed runs:" + notes if notes else "") + "\n", "utf-8")

@@ -69,6 +69,7 @@ def test_unreachable_hub_id_fails_with_one_clear_message(monkeypatch):
     assert caught.value.__cause__ is None
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_cli_prepare_model_names_the_embedded_default_on_error():
     result = subprocess.run(
         [sys.executable, "-m", "helpers", "prepare-model", "no/such-model"],

@@ -365,6 +365,7 @@ def test_invalid_files_fail_the_job_naming_the_problem(tmp_path):
         assert client.fine_tuning.jobs.list_events(job.id).data[0].level == "error"
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_job_reports_token_accuracy_in_events_and_results(tmp_path):
     with serving(tmp_path / "data") as client:
         job = tiny_job(client, tmp_path)
@@ -383,6 +384,7 @@ def test_job_reports_token_accuracy_in_events_and_results(tmp_path):
         )
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_truncated_and_dropped_examples_are_reported_as_events(tmp_path, monkeypatch):
     monkeypatch.setattr("helpers.server.worker.MAX_SEQ_LENGTH", 100)
     long_text = "word " * 150  # 150 tokens: more than the 100 trained
@@ -398,6 +400,7 @@ def test_truncated_and_dropped_examples_are_reported_as_events(tmp_path, monkeyp
         assert "dropped" in found[1] and found[1].endswith("examples 7 (line 7)")
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_fine_tuned_model_chats_differs_from_base_and_can_be_deleted(tmp_path):
     with serving(tmp_path / "data") as client:
         job = tiny_job(client, tmp_path, suffix="course")
@@ -426,6 +429,7 @@ def test_fine_tuned_model_chats_differs_from_base_and_can_be_deleted(tmp_path):
             client.models.delete(TINY)  # base models stay
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_fine_tuning_a_fine_tuned_model_trains_a_new_adapter(tmp_path):
     with serving(tmp_path / "data") as client:
         first = tiny_job(client, tmp_path)

@@ -61,6 +61,7 @@ class Recorder(TrainerCallback):
         self.args = args
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_tiny_model_learns_the_examples_it_is_shown(tiny, tmp_path):
     model, tokenizer = tiny
     before = mean_loss(model, tokenizer, EXAMPLES[:4], bf16=False)
@@ -83,6 +84,7 @@ def test_tiny_model_learns_the_examples_it_is_shown(tiny, tmp_path):
     assert result.trainable_params == result.total_params
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_result_counts_tokens_memory_and_optimizer_state(tiny, tmp_path):
     model, tokenizer = tiny
     block_mb = 256
@@ -163,6 +165,7 @@ def test_step_time_includes_loading_the_batch(tmp_path, monkeypatch):
     assert tokens / outside <= result.tokens_per_second <= tokens / (steps * pause)
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_a_run_is_not_charged_for_memory_an_earlier_run_freed(tiny, tmp_path):
     """Heap memory freed but kept by the C allocator would hide this run's own growth."""
     model, tokenizer = tiny
@@ -196,6 +199,7 @@ def test_a_run_is_not_charged_for_memory_an_earlier_run_freed(tiny, tmp_path):
     assert result.memory_increase_mb > 256 * 0.9
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_same_seed_gives_the_same_losses(tmp_path):
     losses = []
     for run in range(2):
@@ -217,6 +221,7 @@ def test_same_seed_gives_the_same_losses(tmp_path):
     assert len(losses[0]) == 4 and losses[0] == losses[1]
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_lora_trains_only_the_adapters(tiny, tmp_path):
     model, tokenizer = tiny
     base = _weights(model)
@@ -249,6 +254,7 @@ def test_lora_trains_only_the_adapters(tiny, tmp_path):
     assert not changed, f"base weights changed: {changed}"
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_lora_merge_gives_the_same_logits(tiny, tmp_path):
     model, tokenizer = tiny
     result = finetune(
@@ -271,6 +277,7 @@ def test_lora_merge_gives_the_same_logits(tiny, tmp_path):
     torch.testing.assert_close(_logits(merged, tokenizer), before, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_full_model_save_and_load_round_trip(tiny, tmp_path):
     model, tokenizer = tiny
     result = finetune(
@@ -287,6 +294,7 @@ def test_full_model_save_and_load_round_trip(tiny, tmp_path):
     )
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_adapter_save_and_load_round_trip(tiny, tmp_path):
     model, tokenizer = tiny
     result = finetune(
@@ -328,6 +336,7 @@ class ScriptedLoss(TrainerCallback):
         self.weights[state.global_step] = _weights(model)
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_best_checkpoint_is_restored_and_early_stopping_stops(tiny, tmp_path):
     model, tokenizer = tiny
     # Evaluations at steps 1, 2, ...: best at step 2; step 3 only ties it, step 4 is worse.
@@ -363,6 +372,7 @@ def test_unknown_method_is_refused(tiny, tmp_path):
         finetune(*tiny, EXAMPLES, method="qlora", output_dir=tmp_path)
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_saved_full_model_is_a_transformers_folder(tiny, tmp_path):
     model, tokenizer = tiny
     finetune(
@@ -402,6 +412,7 @@ def test_memory_model_charges_optimizer_state_to_trainable_weights_only():
     assert recomputed["activations"] < full["activations"] / 10
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_a_second_run_on_the_same_model_still_trains_in_bf16(tiny, tmp_path):
     model, tokenizer = tiny
     autocast_seen = []
@@ -596,6 +607,7 @@ def test_valid_config_gets_defaults_and_known_lora_options(tmp_path):
     assert config["lora"] == {"r": 4, "use_rslora": True}
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_train_from_config_uses_the_lora_rate_and_the_process_device(tmp_path, monkeypatch):
     loaded, recorded = {}, []
 
@@ -623,6 +635,7 @@ def test_train_from_config_uses_the_lora_rate_and_the_process_device(tmp_path, m
     assert result.steps == 1 and result.model.peft_config["default"].use_rslora
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_measure_callback_on_a_plain_trainer_counts_what_the_notebooks_need(tmp_path):
     """The notebooks' path: their own Trainer, ``callbacks=[meter]``, ``trainer.train()``."""
     from transformers import DataCollatorForSeq2Seq

@@ -274,6 +274,8 @@ def test_ctrl_c_stops_the_running_runs_and_keeps_the_finished_ones(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As in a terminal: a background shell (make &, some CI runners) ignores SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = tmp_path / "out" / "07_tiny-x=1"
     deadline = time.monotonic() + 60

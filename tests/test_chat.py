@@ -258,3 +258,55 @@ def test_text_parts_train_as_their_joined_text(tokenizer):
         tokenizer, joined, 512
     )
     assert render_prompt(tokenizer, parts[:4]) == render_prompt(tokenizer, joined[:4])
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_trained_logits_only_gives_the_same_loss_and_gradients(tiny, packing):
+    """Logits only where a trained token follows: the same loss and gradients, fewer logits."""
+    model, tokenizer = tiny
+    rows = [tokenize_conversation(tokenizer, c, 512) for c in (SINGLE, MULTI)]
+    features = [{k: v for k, v in r.items() if k != "truncated"} for r in rows]
+    trained = sum(label != IGNORE_INDEX for r in rows for label in r["labels"])
+    model.train()
+    results = []
+    for only in (False, True):
+        batch = make_collator(tokenizer, packing=packing, trained_logits_only=only)(features)
+        model.zero_grad()
+        output = model(**batch)
+        output.loss.backward()
+        gradients = [p.grad.clone() for p in model.parameters()]
+        results.append((output.loss.detach(), output.logits.shape, gradients))
+    (full_loss, full_shape, full_grads), (loss, shape, grads) = results
+    assert full_shape[-2] == max(len(r["input_ids"]) for r in rows) or packing
+    assert shape == (trained, full_shape[-1])  # one row of logits per trained token
+    torch.testing.assert_close(loss, full_loss)
+    for gradient, full_gradient in zip(grads, full_grads, strict=True):
+        torch.testing.assert_close(gradient, full_gradient, atol=1e-6, rtol=1e-4)
+
+
+def test_next_token_targets_follow_the_shifted_labels():
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, 8, 9]])
+    keep, targets = chat.next_token_targets(labels)
+    assert keep.tolist() == [
+        [False, True, True, False, False],
+        [True, False, True, True, False],
+    ]
+    assert targets.tolist() == [5, 6, 7, 8, 9]
+
+
+def test_kept_positions_round_up_to_few_shapes_without_changing_the_loss(tiny):
+    """Rounded up with untrained positions (target -100): a few matrix shapes, the same loss."""
+    model, tokenizer = tiny
+    rows = [tokenize_conversation(tokenizer, c, 512) for c in (SINGLE, MULTI)]
+    features = [{k: v for k, v in r.items() if k != "truncated"} for r in rows]
+    exact = make_collator(tokenizer)(features)
+    rounded = make_collator(tokenizer, pad_to_multiple_of=32)(features)
+    trained = int(exact["logits_to_keep"].sum())
+    kept = int(rounded["logits_to_keep"].sum())
+    assert kept % (32 * 2) == 0 and kept > trained  # 32 per row of the batch
+    assert (rounded["shift_labels"] != IGNORE_INDEX).sum() == trained
+    width = exact["labels"].shape[1]  # every trained position is still kept
+    assert rounded["logits_to_keep"][:, :width][exact["logits_to_keep"]].all()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**rounded).loss, model(**exact).loss)

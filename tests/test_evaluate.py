@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from transformers.modeling_utils import slice_logits_to_keep
 
 from helpers import evaluate, plots
 from helpers.chat import tokenize_dataset
@@ -121,12 +122,8 @@ class EvenOracle(torch.nn.Module):
         predicted = torch.where(even, following, torch.zeros_like(following))
         logits = torch.zeros(*input_ids.shape, self.vocab_size)
         logits.scatter_(2, predicted.unsqueeze(-1), 1.0)
-        # Transformers' convention: an int keeps the last positions, a tensor these positions.
-        if isinstance(logits_to_keep, torch.Tensor):
-            logits = logits[:, logits_to_keep]
-        elif logits_to_keep:
-            logits = logits[:, -logits_to_keep:]
-        return SimpleNamespace(logits=logits)
+        # Transformers' convention: the last positions (an int), these positions, or a mask.
+        return SimpleNamespace(logits=slice_logits_to_keep(logits, logits_to_keep))
 
 
 def test_mean_loss_and_accuracy_on_a_scripted_model(tokenizer):

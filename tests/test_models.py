@@ -115,6 +115,17 @@ def test_precision_choice_can_be_forced(monkeypatch):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
+def test_lora_stores_frozen_weights_in_bf16_only_where_bf16_is_fast(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert models.frozen_weights_dtype("lora", "cpu") == torch.bfloat16
+    assert models.frozen_weights_dtype("lora", "cpu", bf16=False) == torch.float32
+    assert models.frozen_weights_dtype("full", "cpu") == torch.float32  # the optimizer's copy
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert models.frozen_weights_dtype("lora", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="'qlora'"):
+        models.frozen_weights_dtype("qlora", "cpu")
+
+
 def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

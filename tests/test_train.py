@@ -630,7 +630,9 @@ def test_train_from_config_uses_the_lora_rate_and_the_process_device(tmp_path, m
         "training:\n  max_steps: 1\n  per_device_train_batch_size: 2\n  disable_tqdm: true\n"
     )
     result = training_config.train_from_config(load_config(path))
-    assert loaded == {"name": models.EMBEDDED_MODEL, "device": None}  # models picks it
+    # models picks the device; LoRA's frozen weights load in the dtype the method wants
+    dtype = models.frozen_weights_dtype("lora")
+    assert loaded == {"name": models.EMBEDDED_MODEL, "device": None, "dtype": dtype}
     assert recorded[0].learning_rate == DEFAULT_LEARNING_RATES["lora"]
     assert result.steps == 1 and result.model.peft_config["default"].use_rslora
 

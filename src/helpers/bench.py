@@ -8,7 +8,8 @@ tokens) through Transformers' ``Trainer`` on the CPU, each in its own fresh proc
   loss on every token (``DataCollatorForLanguageModeling``);
 - *course*: the course's loader (eager attention on a CPU, and SDPA for comparison),
   dynamic padding of length-grouped batches (or packing), bf16 autocast where the
-  CPU supports it, loss on the assistant's tokens only.
+  CPU supports it (and, for LoRA, frozen weights stored in bf16), loss on the
+  assistant's tokens only, with logits computed only where a trained token follows.
 
 Model FLOPs utilisation (MFU) = FLOPs per token x useful (non-padding) tokens per
 second / peak, with 6 x parameters FLOPs per token for full fine-tuning and 4 x for
@@ -35,6 +36,7 @@ from transformers import (
 from helpers.chat import ensure_chat_template, make_collator, tokenize_dataset
 from helpers.models import (
     count_parameters,
+    frozen_weights_dtype,
     load_base_model,
     load_tokenizer,
     quiet_progress_bars,
@@ -172,15 +174,17 @@ def seed_collator(tokenizer):
     return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
 
-def load_pipeline_model(pipeline: str, folder: str, attention: str | None = None):
+def load_pipeline_model(
+    pipeline: str, folder: str, attention: str | None = None, dtype: torch.dtype = torch.float32
+):
     """Load ``(model, tokenizer)`` from a model folder the way ``pipeline`` does.
 
     The seed calls ``from_pretrained`` with the library's defaults (SDPA attention), in
     fp32 as the article's Transformers loaded it; the course uses its own loader, whose
-    CPU default is eager attention, or ``attention`` when given.
+    CPU default is eager attention, or ``attention`` when given, in ``dtype``.
     """
     if pipeline == "course":
-        return load_base_model(folder, device="cpu", attn_implementation=attention)
+        return load_base_model(folder, device="cpu", dtype=dtype, attn_implementation=attention)
     if pipeline != "seed":
         raise ValueError(f"pipeline must be 'seed' or 'course', not {pipeline!r}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -232,7 +236,8 @@ def train_pipeline(
     output_dir: str,
 ) -> dict:
     """Train one pipeline ("seed" or "course") for ``steps`` steps; return its figures."""
-    model, tokenizer = load_pipeline_model(pipeline, folder, attention)
+    dtype = frozen_weights_dtype(method, "cpu", bf16) if pipeline == "course" else torch.float32
+    model, tokenizer = load_pipeline_model(pipeline, folder, attention, dtype)
     attention = model.config._attn_implementation
     params = count_parameters(model)[1]
     ensure_chat_template(tokenizer)

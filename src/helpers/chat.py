@@ -194,22 +194,76 @@ def _warn(report: TokenizationReport) -> None:
         )
 
 
-def make_collator(tokenizer, packing: bool = False, pad_to_multiple_of: int | None = None):
+def next_token_targets(labels, multiple: int | None = None):
+    """Return ``(keep, targets)``: where the next token is trained (a B x T mask), and those tokens.
+
+    Position ``t`` predicts token ``t + 1``, so ``keep[b, t]`` is True when ``labels[b, t + 1]``
+    is trained; ``targets`` lists those labels in the same order as ``hidden[keep]``. With
+    ``multiple``, untrained positions (target -100, ignored by the loss) are added from the
+    end until the count is a multiple of it: a few matrix shapes instead of one per batch.
+    """
+    import torch
+
+    shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = shifted != IGNORE_INDEX
+    extra = -int(keep.sum()) % multiple if multiple else 0
+    if extra:
+        spare = (~keep).flatten().nonzero().flatten()[-extra:]
+        keep.view(-1)[spare] = True
+    return keep, shifted[keep]
+
+
+@dataclass
+class TrainedLogitsCollator:
+    """Wraps a collator so that the model computes logits only where a trained token follows.
+
+    It adds ``logits_to_keep`` (a boolean mask: Transformers then projects only those
+    hidden states onto the 49k-token vocabulary) and the matching ``shift_labels`` for
+    the loss. The loss is the same; the prompt's positions, which no label follows, skip
+    the largest matrix multiply of the model and its softmax. The count of kept positions
+    is rounded up to ``pad_to_multiple_of`` per row: on a CPU, oneDNN keeps memory for
+    every new matrix shape it sees (notebook 02 measured it for sequence lengths).
+    """
+
+    collator: object
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        labels = batch["labels"]
+        multiple = self.pad_to_multiple_of * labels.shape[0] if self.pad_to_multiple_of else None
+        batch["logits_to_keep"], batch["shift_labels"] = next_token_targets(labels, multiple)
+        return batch
+
+
+def make_collator(
+    tokenizer,
+    packing: bool = False,
+    pad_to_multiple_of: int | None = None,
+    trained_logits_only: bool = True,
+):
     """Return a Transformers collator: dynamic padding per batch, or packing without padding.
 
     Padding pads labels with -100 by position (``DataCollatorForSeq2Seq``); packing
     concatenates the batch into one row whose position ids restart at every example,
-    so attention stays inside each example (``DataCollatorWithFlattening``).
+    so attention stays inside each example (``DataCollatorWithFlattening``). With
+    ``trained_logits_only`` the batch also tells the model to compute logits only where
+    they are trained (:class:`TrainedLogitsCollator`; for models that take
+    ``logits_to_keep``, as every decoder-only model in Transformers does).
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     if packing:
-        return DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
-    tokenizer.padding_side = "right"  # training positions count from the first real token
-    return DataCollatorForSeq2Seq(
-        tokenizer,
-        padding=True,
-        label_pad_token_id=IGNORE_INDEX,
-        pad_to_multiple_of=pad_to_multiple_of,
-        return_tensors="pt",
-    )
+        collator = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
+    else:
+        tokenizer.padding_side = "right"  # training positions count from the first real token
+        collator = DataCollatorForSeq2Seq(
+            tokenizer,
+            padding=True,
+            label_pad_token_id=IGNORE_INDEX,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_tensors="pt",
+        )
+    if not trained_logits_only:
+        return collator
+    return TrainedLogitsCollator(collator, pad_to_multiple_of)

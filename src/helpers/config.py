@@ -211,10 +211,11 @@ def train_from_config(config: dict) -> TrainResult:
     kernel that suits it (:func:`helpers.models.load_base_model`).
     """
     from helpers.data import load_examples
-    from helpers.models import load_base_model
+    from helpers.models import frozen_weights_dtype, load_base_model
     from helpers.paths import from_root, output_dir
 
-    model, tokenizer = load_base_model(config["model"])
+    dtype = frozen_weights_dtype(config["method"], bf16=config["training"].get("bf16"))
+    model, tokenizer = load_base_model(config["model"], dtype=dtype)
     train = load_examples(from_root(config["train_file"]))
     val = load_examples(from_root(config["validation_file"])) if config["validation_file"] else None
     return finetune(

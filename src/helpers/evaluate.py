@@ -70,7 +70,9 @@ def mean_loss(
     """
     if isinstance(examples, list):
         examples, _ = tokenize_dataset(examples, tokenizer, max_seq_length)
-    collate = make_collator(tokenizer)
+    # The collator marks the positions whose next token is trained: only those are scored,
+    # since the prompt's logits over the 49k vocabulary would cost memory and time for nothing.
+    collate = make_collator(tokenizer, pad_to_multiple_of=32)  # few shapes: see make_collator
     device = _device(model)
     was_training = model.training
     model.eval()
@@ -79,18 +81,13 @@ def mean_loss(
         rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
         batch = collate([{key: row[key] for key in MODEL_INPUTS if key in row} for row in rows])
         batch = {key: value.to(device) for key, value in batch.items()}
-        labels = batch.pop("labels")[:, 1:]
-        # Score only the positions whose next token is trained in some row: the prompt's
-        # logits over the 49k vocabulary would cost memory (about 1 GB at 8 x 256) for nothing.
-        keep = (labels != IGNORE_INDEX).any(dim=0).nonzero().flatten()
-        labels = labels[:, keep]
+        del batch["labels"]
+        targets = batch.pop("shift_labels")
         with autocast(device.type, bf16):
-            logits = model(**batch, logits_to_keep=keep, use_cache=False).logits.float()
-        trained = labels != IGNORE_INDEX
-        loss_sum += torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), labels.flatten(), reduction="sum", ignore_index=IGNORE_INDEX
-        ).item()
-        correct += int(((logits.argmax(-1) == labels) & trained).sum())
+            logits = model(**batch, use_cache=False).logits.float()
+        trained = targets != IGNORE_INDEX
+        loss_sum += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+        correct += int(((logits.argmax(-1) == targets) & trained).sum())
         count += int(trained.sum())
     model.train(was_training)
     loss = loss_sum / max(count, 1)

@@ -345,6 +345,20 @@ def use_bf16(device: str | None = None, requested: bool | None = None) -> bool:
     return kind == "cpu" and cpu_has_bf16()
 
 
+def frozen_weights_dtype(
+    method: str, device: str | None = None, bf16: bool | None = None
+) -> torch.dtype:
+    """Return the dtype to load a model in for ``method`` ("full" or "lora") on ``device``.
+
+    LoRA trains small adapters (kept in fp32 by PEFT) on frozen weights, which are only
+    read: where bf16 is fast (:func:`use_bf16`) they are stored in bf16, half the memory
+    and no cast at every forward. Full fine-tuning keeps fp32 weights for the optimizer.
+    """
+    if method not in ("full", "lora"):
+        raise ValueError(f"method must be 'full' or 'lora', not {method!r}")
+    return torch.bfloat16 if method == "lora" and use_bf16(device, bf16) else torch.float32
+
+
 def autocast(device: str | None = None, bf16: bool | None = None):
     """Return a bf16 autocast context for ``device`` when :func:`use_bf16` says so, else a no-op."""
     device = device or pick_device()

@@ -37,9 +37,14 @@ import torch
 from transformers import TrainerCallback
 
 from helpers import data
-from helpers.chat import IGNORE_INDEX, tokenize_dataset
+from helpers.chat import IGNORE_INDEX, next_token_targets, tokenize_dataset
 from helpers.evaluate import mean_loss
-from helpers.models import count_parameters, load_base_model, release_memory
+from helpers.models import (
+    count_parameters,
+    frozen_weights_dtype,
+    load_base_model,
+    release_memory,
+)
 from helpers.server.store import Store, new_id, now
 from helpers.train import DEFAULT_LEARNING_RATES, finetune
 
@@ -170,11 +175,15 @@ class JobCallback(TrainerCallback):
         if not module.training or labels is None:
             return
         with torch.no_grad():
-            targets = labels[:, 1:]
-            mask = targets != IGNORE_INDEX
-            right = (output.logits[:, :-1].argmax(-1) == targets) & mask
-            self.correct += int(right.sum())
-            self.counted += int(mask.sum())
+            logits = output.logits
+            if "shift_labels" in kwargs:  # the collator asked for trained positions only
+                targets = kwargs["shift_labels"]
+            else:
+                keep, targets = next_token_targets(labels)
+                logits = logits[keep]
+            trained = targets != IGNORE_INDEX  # positions kept only to round a matrix shape
+            self.correct += int(((logits.argmax(-1) == targets) & trained).sum())
+            self.counted += int(trained.sum())
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._hook = model.register_forward_hook(self._count_correct, with_kwargs=True)
@@ -439,7 +448,7 @@ class Worker:
         if job["model"].startswith("ft:") and parent is None:
             message = f"The model {job['model']} was deleted before this job started."
             raise JobFailed("model_not_found", message, "model")
-        model, tokenizer = load_base_model(base)
+        model, tokenizer = load_base_model(base, dtype=frozen_weights_dtype("lora"))
         if parent is not None:
             from peft import PeftModel
 

@@ -18,7 +18,7 @@ help:
 	@echo "make test       set up, then lint, unit tests and the notebooks through nbval"
 	@echo "make lab        set up, then open JupyterLab on the notebooks"
 	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults, scrubbed)"
-	@echo "make bench      print the training throughput and model reload benchmarks"
+	@echo "make bench      print the training, generation, server and model reload benchmarks"
 	@echo "make bundle     write an offline install bundle for a room of laptops into runs/bundle/"
 
 $(STAMP): pyproject.toml
@@ -70,6 +70,8 @@ notebooks: model
 bench: model
 	$(PY) -m helpers info --timing
 	$(PY) -m helpers bench-train
+	$(PY) -m helpers bench-generate
+	$(PY) -m helpers bench-server
 
 bundle: model
 	$(PY) -m helpers bundle

@@ -155,6 +155,38 @@ def test_course_loads_eager_on_cpu_or_the_attention_asked_for(tiny_folder):
         bench.load_pipeline_model("article", tiny_folder)
 
 
+def test_course_keeps_lora_frozen_weights_in_bf16_and_full_fine_tuning_in_fp32(tiny_folder):
+    examples = load_examples(sample_path("customer_service"))[:2]
+    calls = []
+
+    def record(pipeline, folder, attention, dtype):
+        calls.append((pipeline, dtype))
+        raise RuntimeError("stop after loading")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "load_pipeline_model", record)
+        for pipeline, method in (("course", "lora"), ("course", "full"), ("seed", "lora")):
+            with pytest.raises(RuntimeError, match="stop after loading"):
+                steps, batch_size, packing, bf16 = 1, 2, False, True
+                bench.train_pipeline(
+                    pipeline,
+                    None,
+                    tiny_folder,
+                    examples,
+                    method,
+                    steps,
+                    batch_size,
+                    packing,
+                    bf16,
+                    "",
+                )
+    assert calls == [
+        ("course", torch.bfloat16),
+        ("course", torch.float32),
+        ("seed", torch.float32),
+    ]
+
+
 # --- bench_train's wiring, with scripted pipeline runs and peaks --------------------------
 
 PEAKS = {torch.float32: (100e9, 200e9), torch.bfloat16: (400e9, 800e9)}  # (shape, square)
@@ -289,3 +321,30 @@ def test_table_shows_every_figure_within_100_columns():
     lines = table.splitlines()
     assert any(line.startswith("MFU vs model-shape peak") for line in lines)
     assert any(line.startswith("MFU vs square peak") for line in lines)
+
+
+# --- the generation benchmark -------------------------------------------------------------
+
+
+def test_bench_generate_compares_both_precisions_with_plain_generate():
+    from helpers import bench_generate
+
+    figures = bench_generate.bench_generate(
+        "tiny-random-llama", prompts=3, max_new_tokens=4, batch_size=2
+    )
+    assert figures["prompts"] == 3 and figures["baseline_tokens_per_s"] > 0
+    for label in ("fp32", "default"):
+        assert 0 <= figures[f"{label}_identical"] <= 3
+        assert figures[f"{label}_speedup"] == pytest.approx(
+            figures[f"{label}_tokens_per_s"] / figures["baseline_tokens_per_s"]
+        )
+    table = bench_generate.format_generate_table(figures).splitlines()
+    assert table[2].startswith("plain generate") and table[3].startswith("evaluate.generate")
+    assert all(len(line) <= 100 for line in table)
+
+
+def test_reply_tokens_count_each_reply_and_its_end_of_turn(tokenizer):
+    from helpers.bench_generate import reply_tokens
+
+    hello = len(tokenizer("Hello there", add_special_tokens=False)["input_ids"])
+    assert reply_tokens(tokenizer, ["Hello there", ""]) == hello + 1 + 1

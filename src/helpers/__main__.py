@@ -413,6 +413,19 @@ def cmd_bench_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    """Time the evaluation generator against plain ``model.generate``, side by side."""
+    from helpers.bench_generate import bench_generate, format_generate_table
+    from helpers.models import EMBEDDED_MODEL
+
+    model = args.model or EMBEDDED_MODEL
+    figures = bench_generate(model, args.prompts, args.max_tokens, args.batch_size)
+    print(format_generate_table(figures))
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.splitlines()[0])
@@ -517,6 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens", type=positive_int, default=64, help="new tokens per request"
     )
     bench_server.set_defaults(func=cmd_bench_server)
+
+    bench_generate = commands.add_parser(
+        "bench-generate", help="evaluation generator vs plain model.generate (tokens/s, answers)"
+    )
+    bench_generate.add_argument("--model", help="model (default: the embedded model)")
+    bench_generate.add_argument("--prompts", type=positive_int, default=16, help="questions")
+    bench_generate.add_argument("--max-tokens", type=positive_int, default=64, help="new tokens")
+    bench_generate.add_argument("--batch-size", type=positive_int, default=8, help="per batch")
+    bench_generate.add_argument("--json", action="store_true", help="end with one JSON line")
+    bench_generate.set_defaults(func=cmd_bench_generate)
 
     pack = commands.add_parser(
         "bundle",

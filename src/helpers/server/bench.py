@@ -11,37 +11,20 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from helpers.bench_generate import plain_generate, sample_prompts, timed
 from helpers.server import start_server
 
 SERVED_MODEL = "smollm2-135m-instruct"
 
 
-def sample_questions(count: int) -> list[list[dict]]:
-    """Return ``count`` customer questions from the sample data, as chat messages."""
-    from helpers.data import load_examples
-    from helpers.paths import sample_path
-
-    examples = load_examples(sample_path("customer_service"))
-    users = [next(m for m in e["messages"] if m["role"] == "user") for e in examples]
-    return [[{"role": "user", "content": m["content"]}] for m in users[:count]]
-
-
 def generate_baseline(question: list[dict], max_tokens: int) -> float:
     """Tokens/s of plain ``model.generate`` (fp32, greedy, default cache) on one prompt."""
-    import torch
-
     from helpers.models import EMBEDDED_MODEL, load_base_model
 
     model, tokenizer = load_base_model(EMBEDDED_MODEL)
-    inputs = tokenizer.apply_chat_template(
-        question, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    with torch.no_grad():
-        model.generate(**inputs, max_new_tokens=4, do_sample=False)  # warm up
-        start = time.perf_counter()
-        output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
-        seconds = time.perf_counter() - start
-    return (output.shape[1] - inputs["input_ids"].shape[1]) / seconds
+    plain_generate(model, tokenizer, question, 4)  # warm up
+    ids, seconds = timed(plain_generate, model, tokenizer, question, max_tokens)
+    return len(ids) / seconds
 
 
 def benchmark(max_tokens: int = 64, concurrency: int = 16, training_chats: int = 20) -> dict:
@@ -51,7 +34,7 @@ def benchmark(max_tokens: int = 64, concurrency: int = 16, training_chats: int =
     from helpers.data import percentile
     from helpers.paths import sample_path
 
-    questions = sample_questions(concurrency)
+    questions = sample_prompts(concurrency)
     figures: dict = {"max_tokens": max_tokens}
     figures["generate_baseline_tokens_per_s"] = round(
         generate_baseline(questions[0], max_tokens), 1

@@ -159,6 +159,13 @@ def _error(error: BaseException) -> int:
 # --- commands ---------------------------------------------------------------------------
 
 
+# What a CPU's class means for the README's notebook times (two columns, one per class).
+CPU_CLASS_NOTE = {
+    True: "bf16 in hardware: the README's fast-CPU times",
+    False: "no bf16 in hardware: the README's AVX2-only times",
+}
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print versions, device, precision and cache; with ``--timing``, time a model reload."""
     from helpers import models
@@ -171,6 +178,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"{name:<13} not installed")
     device = models.pick_device()
     print(f"device        {device}")
+    print(f"cpu           {models.cpu_description()} ({CPU_CLASS_NOTE[models.cpu_has_bf16()]})")
     print(f"bf16          {'yes' if models.use_bf16(device) else 'no'} (mixed precision)")
     print(f"cache         {cache_dir()}")
     folder = models.embedded_model_dir()

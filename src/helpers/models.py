@@ -15,6 +15,7 @@ import gc
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -326,13 +327,51 @@ def attention_implementation(device: str | torch.device) -> str | None:
     return "eager" if device_type(device) == "cpu" else None
 
 
+def _cpuinfo(field: str) -> str:
+    """Return a field of the first processor in /proc/cpuinfo ("" where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == field:
+            return value.strip()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """Return the instruction-set flags of this CPU (empty where /proc/cpuinfo has none)."""
+    return set(_cpuinfo("flags").split())
+
+
+def cpu_description() -> str:
+    """Describe this CPU for people: model, cores and class, e.g. "AMD EPYC, 2 cores, AVX2"."""
+    model = _cpuinfo("model name") or platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores, {cpu_class()}"
+
+
+def cpu_class() -> str:
+    """Name this CPU's class for the course's timings: what its fastest kernels can use.
+
+    "AMX-BF16" or "AVX-512 BF16": bf16 in hardware (the fast class); "AVX-512" or "AVX2":
+    fp32 only, 4-7x slower for this course; "other" for the rest (Arm, no /proc/cpuinfo).
+    PyTorch's kernels capped with ``ATEN_CPU_CAPABILITY=avx2`` count as AVX2, so a fast
+    machine can run the slow class's code path.
+    """
+    flags = cpu_flags()
+    capped = torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT", "NO AVX")
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16")):
+        if flag in flags and not capped:
+            return name
+    if "avx512f" in flags and not capped:
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "other"
+
+
 def cpu_has_bf16() -> bool:
     """Tell whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return cpu_class() in ("AMX-BF16", "AVX-512 BF16")
 
 
 def use_bf16(device: str | None = None, requested: bool | None = None) -> bool:

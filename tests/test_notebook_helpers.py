@@ -32,6 +32,16 @@ def test_section_timer_adds_up_each_section_once(monkeypatch):
     assert table["share"].sum() == 1.0
 
 
+def test_section_timer_tells_the_running_section_and_the_whole_run(monkeypatch):
+    clock = iter([100.0, 101.0, 110.0, 112.0])  # created, section a, running, elapsed
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    timer = notebook.SectionTimer()
+    assert timer.running() == 0.0  # no section yet: the clock is not read
+    timer.section("a")  # at 101
+    assert timer.running() == 110.0 - 101.0
+    assert timer.elapsed() == 112.0 - 100.0
+
+
 def test_verdict_and_megabytes_read_well():
     assert notebook.verdict(True) == "**confirmed**"
     assert notebook.verdict(False, no="refuted") == "**refuted**"

@@ -36,7 +36,7 @@ def setup_report(packages=CORE_PACKAGES) -> dict:
     A missing package is named with the command that installs it, instead of the
     ImportError a learner would meet three cells later.
     """
-    from helpers.models import cpu_has_bf16, pick_device, use_bf16
+    from helpers.models import cpu_description, cpu_has_bf16, pick_device, use_bf16
 
     versions = package_versions(packages)
     device = pick_device()
@@ -45,10 +45,11 @@ def setup_report(packages=CORE_PACKAGES) -> dict:
         print(f"{name:<13} {version or 'MISSING'}")
     bf16 = use_bf16(device)
     print(f"device        {device}; bf16 mixed precision: {'yes' if bf16 else 'no'}")
+    print(f"cpu           {cpu_description()}")
     if device == "cpu" and not cpu_has_bf16():
         print(
-            "              this CPU has no native bf16 (AVX-512 BF16 or AMX): training runs "
-            "in fp32, about 1.5-2x slower than the timings quoted in the notebook"
+            "              no bf16 in hardware (AVX-512 BF16 or AMX): training runs in fp32, "
+            "slower than the committed run; the notebook estimates this run's time before training"
         )
     missing = [name for name, version in versions.items() if version is None]
     if missing:
@@ -62,7 +63,7 @@ class SectionTimer:
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self._current: str | None = None
-        self._start = time.perf_counter()
+        self._start = self._born = time.perf_counter()
 
     def section(self, name: str) -> None:
         """Close the running section (if any) and start timing ``name`` from the same instant."""
@@ -75,6 +76,14 @@ class SectionTimer:
             self.seconds[self._current] = self.seconds.get(self._current, 0.0) + elapsed
             self._current = None
         return now
+
+    def running(self) -> float:
+        """Seconds since the current section started (0 before the first section)."""
+        return time.perf_counter() - self._start if self._current is not None else 0.0
+
+    def elapsed(self) -> float:
+        """Seconds since the timer was made: the notebook's run so far."""
+        return time.perf_counter() - self._born
 
     def table(self):
         """Return the timings so far as a DataFrame (seconds and share of the total)."""

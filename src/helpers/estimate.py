@@ -1,0 +1,191 @@
+"""How long will this notebook take on this machine? Time one step, then multiply.
+
+Before its long sections a notebook times one training step and one generation step of
+the model it has loaded (:func:`probe`), lists the work its parameters ask for in a
+:class:`RunPlan` (so many training steps, so many generated tokens, so many scored
+tokens), and prints the product: a learner on a slow laptop learns in the first minute
+that the run will take twelve minutes, and which parameters shorten it. The notebook's
+last section prints the estimate next to the measured time.
+
+The probe runs one sequence, not a batch, and scales by the batch size: on a CPU a step
+costs in proportion to its tokens. Kernels are chosen on a shape's first call, so each
+probe runs twice and keeps the second time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from helpers.models import autocast
+
+# A step of AdamW reads and writes four numbers per trained weight (weight, gradient, two
+# moments); a LoRA or prompt-tuning step trains too few weights for this to show.
+OPTIMIZER_BYTES_PER_PARAM = 16
+
+
+@dataclass
+class Speed:
+    """Seconds per token of this machine, measured on the notebook's model."""
+
+    forward_s: float  # one token through the model without gradients (validation loss)
+    train_s: dict[str, float]  # one trained token, forward and backward, per method
+    decode_s: float  # one generation step of a batch (per generated token, whole batch)
+    decode_batch: int  # the batch the decoding step was timed with
+    optimizer_s: float  # one AdamW update of every weight (full fine-tuning only)
+
+
+def _twice(run) -> float:
+    """Run ``run`` once to warm the kernels up, then return the seconds of a second run."""
+    run()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _train_pass_s(model, ids, method: str, bf16: bool | None) -> float:
+    """Seconds of one forward and backward pass over ``ids``; the model is left as it was.
+
+    ``"full"`` computes the gradient of every weight. ``"lora"`` freezes the weights and
+    asks for the gradient of the input embeddings instead: the backward pass then goes
+    through every layer (as it must to reach LoRA's adapters) without weight gradients.
+    """
+    flags = [p.requires_grad for p in model.parameters()]
+    for parameter in model.parameters():
+        parameter.requires_grad_(method == "full")
+    embed = model.get_input_embeddings()
+
+    def step():
+        inputs = embed(ids).detach().requires_grad_(method != "full")
+        with autocast(ids.device.type, bf16):
+            loss = model(inputs_embeds=inputs, labels=ids).loss
+        loss.backward()
+
+    try:
+        return _twice(step)
+    finally:
+        for parameter, flag in zip(model.parameters(), flags, strict=True):
+            parameter.requires_grad_(flag)
+        model.zero_grad(set_to_none=True)
+
+
+def _optimizer_s(model) -> float:
+    """Seconds of one AdamW update of a tensor the size of the whole model, on a copy."""
+    count = sum(p.numel() for p in model.parameters())
+    weight = torch.zeros(count, requires_grad=True)
+    weight.grad = torch.zeros(count)
+    optimizer = torch.optim.AdamW([weight], lr=1e-5, foreach=True)
+    seconds = _twice(optimizer.step)
+    del optimizer, weight
+    return seconds
+
+
+@torch.no_grad()
+def _decode_s(model, tokenizer, prompt_tokens: int, batch: int, new_tokens: int, bf16) -> float:
+    """Seconds per generation step for ``batch`` prompts (prefill included, as in real runs)."""
+    ids = torch.full((batch, prompt_tokens), tokenizer.eos_token_id or 0, device=model.device)
+    ids[:, 1:] = torch.randint(100, 1000, (batch, prompt_tokens - 1))
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    options["pad_token_id"] = tokenizer.pad_token_id
+
+    def run():
+        with autocast(model.device.type, bf16):
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+
+    return _twice(run) / new_tokens
+
+
+def probe(
+    model,
+    tokenizer,
+    seq_len: int = 128,
+    decode_batch: int = 8,
+    prompt_tokens: int = 48,
+    methods: tuple[str, ...] = ("lora",),
+    bf16: bool | None = None,
+) -> Speed:
+    """Time this machine on ``model``: training, scoring and decoding, a few seconds in all.
+
+    The random number generators are left as they were: a notebook's results do not
+    depend on whether it probed.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _probe(model, tokenizer, seq_len, decode_batch, prompt_tokens, methods, bf16)
+
+
+def _probe(model, tokenizer, seq_len, decode_batch, prompt_tokens, methods, bf16) -> Speed:
+    """Run the probes of :func:`probe`."""
+    was_training = model.training
+    model.eval()  # no dropout: the same work every pass
+    ids = torch.randint(100, 1000, (1, seq_len), device=model.device)
+    try:
+        train_s = {m: _train_pass_s(model, ids, m, bf16) / seq_len for m in methods}
+        with torch.no_grad(), autocast(ids.device.type, bf16):
+            forward_s = _twice(lambda: model(input_ids=ids)) / seq_len
+        decode_s = _decode_s(model, tokenizer, prompt_tokens, decode_batch, 4, bf16)
+    finally:
+        model.train(was_training)
+    optimizer_s = _optimizer_s(model) if "full" in methods else 0.0
+    return Speed(forward_s, train_s, decode_s, decode_batch, optimizer_s)
+
+
+def planned_steps(max_steps: int, epochs: float, examples: int, batch: int) -> int:
+    """Optimizer steps a run will take: ``max_steps``, or ``epochs`` as Trainer counts them."""
+    if max_steps > 0:
+        return max_steps
+    return math.ceil(epochs * math.ceil(examples / batch))
+
+
+@dataclass
+class RunPlan:
+    """The work a notebook's parameters ask for, priced with a measured :class:`Speed`."""
+
+    speed: Speed
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def train(
+        self,
+        name: str,
+        steps: int,
+        tokens_per_step: float,
+        method: str = "lora",
+        checkpointing: bool = False,
+    ) -> None:
+        """Add ``steps`` optimizer steps of ``tokens_per_step`` trained tokens each."""
+        per_token = self.speed.train_s[method]
+        if checkpointing:  # the forward pass runs twice
+            per_token += self.speed.forward_s
+        optimizer = self.speed.optimizer_s if method == "full" else 0.0
+        self.add(name, steps * (tokens_per_step * per_token + optimizer))
+
+    def score(self, name: str, tokens: float) -> None:
+        """Add forward passes without gradients over ``tokens`` tokens (losses, validation)."""
+        self.add(name, tokens * self.speed.forward_s)
+
+    def generate(self, name: str, prompts: int, new_tokens: int, batch: int) -> None:
+        """Add answering ``prompts`` prompts of up to ``new_tokens`` tokens, ``batch`` at once."""
+        batches = -(-prompts // max(batch, 1))
+        # A decoding step costs little more for a bigger batch on a CPU: scale it gently.
+        scale = (min(batch, prompts) / self.speed.decode_batch) ** 0.5
+        self.add(name, batches * new_tokens * self.speed.decode_s * scale)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to the part ``name`` (also for fixed costs: loading, time so far)."""
+        self.parts[name] = self.parts.get(name, 0.0) + seconds
+
+    def total(self) -> float:
+        """Seconds for the whole notebook: the sum of the parts."""
+        return sum(self.parts.values())
+
+    def report(self, shorten: str) -> str:
+        """Say the estimate, its largest parts, and which parameters shorten the run."""
+        largest = sorted(self.parts.items(), key=lambda item: -item[1])[:5]
+        parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in largest)
+        return (
+            f"Estimated run time on this machine: about {self.total() / 60:.1f} min ({parts}).\n"
+            f"To shorten it: {shorten}."
+        )

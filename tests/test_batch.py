@@ -17,6 +17,7 @@ import pytest
 
 from helpers.batch import grid as grids
 from helpers.batch import pool
+from helpers.batch import run as batch_run
 from helpers.batch.results import results_table, short_table
 from helpers.batch.run import current_cell, read_metrics, read_run
 from helpers.batch.scrub import scrub_notebook
@@ -179,6 +180,23 @@ def test_scrub_replaces_machine_paths_and_the_host_name_but_not_images(tmp_path)
     assert root not in text and "saved to ./runs/x on <host>" in text
     assert "iVBOR" + host + "w==" in text  # base64 image data is not text
     assert nbformat.read(path, as_version=4).metadata["papermill"]["input_path"] == "x.ipynb"
+
+
+def test_a_run_about_to_start_when_ctrl_c_comes_does_not_start(tmp_path, monkeypatch):
+    """Ctrl-C between a run's submission and its process: the run must not start after it."""
+
+    def must_not_start(*args, **kwargs):
+        pytest.fail("a run started after stop_all")
+
+    monkeypatch.setattr(subprocess, "Popen", must_not_start)
+    notebook = tiny_notebook(tmp_path)
+    try:
+        batch_run.stop_all()
+        record = batch_run.run_one(notebook, tmp_path / "out" / "r", {"x": 1.0})
+    finally:
+        batch_run.allow_runs()
+    assert record["status"] == "failed" and "interrupted" in record["error"]
+    assert read_run(tmp_path / "out" / "r")["status"] == "failed"  # a resume runs it again
 
 
 # --- real runs through papermill (a kernel per run) ------------------------------------------

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.batch.grid import check_grid, expand_grid, run_name, swept_names
-from helpers.batch.run import current_cell, is_finished, read_run, run_one, stop_all
+from helpers.batch.run import (
+    allow_runs,
+    current_cell,
+    is_finished,
+    read_run,
+    run_one,
+    stop_all,
+)
 
 RUN_MEMORY_GIB = 4.5  # a notebook's default run: under 4 GB, plus notebook 01's kernel
 
@@ -126,6 +133,7 @@ def run_batch(
 ) -> list[Run]:
     """Run every unfinished run (``jobs`` at once), skip finished ones; return all, with records."""
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    allow_runs()  # an earlier batch in this process may have been interrupted
     progress = Progress(len(runs), jobs)
     done = []
     for run in runs:

@@ -17,19 +17,33 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 RUN_FILE, LOG_FILE, METRICS_FILE = "run.json", "run.log", "metrics.json"
 CELL_LINE = re.compile(r"Executing Cell (\d+)")
 _running: set[subprocess.Popen] = set()  # the runs' child processes, for stop_all
+_stopped = threading.Event()  # set by stop_all: a run whose process has not started stays so
+_lock = threading.Lock()  # a run's process starts, or stop_all stops the runs: never both
 
 
 def stop_all() -> None:
-    """Stop every run in progress (Ctrl-C): its kernel and any server it started follow."""
-    for process in list(_running):
+    """Stop every run in progress (Ctrl-C): its kernel and any server it started follow.
+
+    A run that a pool thread is about to start when this is called does not start.
+    """
+    with _lock:
+        _stopped.set()
+        running = list(_running)
+    for process in running:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
+
+
+def allow_runs() -> None:
+    """Let runs start again after :func:`stop_all` (a new batch in the same process)."""
+    _stopped.clear()
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -100,14 +114,19 @@ def run_one(notebook: Path, run_dir: Path, parameters: dict, threads: int = 1) -
     command = [sys.executable, "-m", "helpers.batch.run", str(notebook), str(run_dir)]
     start = time.perf_counter()
     with open(run_dir / LOG_FILE, "wb") as log:
-        process = subprocess.Popen(  # its own session: Ctrl-C reaches the batch, which stops it
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=thread_env(threads),
-            start_new_session=True,
-        )
-        _running.add(process)
+        with _lock:
+            if _stopped.is_set():  # Ctrl-C came while this run was being set up
+                record.update(status="failed", error="interrupted before it started", seconds=0.0)
+                write_run(run_dir, record)
+                return record
+            process = subprocess.Popen(  # its own session: Ctrl-C reaches the batch, which stops it
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=thread_env(threads),
+                start_new_session=True,
+            )
+            _running.add(process)
         try:
             _, status, usage = os.wait4(process.pid, 0)
         finally:

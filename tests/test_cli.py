@@ -1,9 +1,11 @@
 """The command line answers bad input with one clear line and exit status 2, never a traceback.
 
 Each case runs ``python -m helpers`` in a subprocess, the way a user does, except the
-training-config cases: they run ``main`` in this process, since each ``train`` process
-spends most of its time importing Transformers. None of them loads a model or trains:
-bad input is rejected before anything heavy.
+cases whose command imports torch before it can reject the input (training configs, model
+names, the server's folder...): they run ``main`` in this process, since such a process
+spends seconds importing torch and Transformers. In this process an exception that
+escapes ``main`` is the traceback a user would see, and fails the test the same way.
+None of them loads a model or trains: bad input is rejected before anything heavy.
 """
 
 import json
@@ -15,6 +17,7 @@ import pytest
 
 from helpers import data
 from helpers.__main__ import main
+from helpers.models import EMBEDDED_MODEL
 from helpers.paths import sample_path
 
 SAMPLE = str(sample_path("customer_service"))
@@ -63,7 +66,6 @@ ARGUMENT_CASES = {
     "unknown-command": (["fly"], ["invalid choice: 'fly'"]),
     "info-repeats-zero": (["info", "--timing", "--repeats", "0"], ["--repeats", "at least 1"]),
     "info-repeats-not-a-number": (["info", "--repeats", "x"], ["--repeats", "whole number"]),
-    "prepare-model-unknown": (["prepare-model", "no-such/model"], ["no-such/model"]),
     "validate-missing-file": (["validate", "{tmp}/missing.jsonl"], ["missing.jsonl"]),
     "validate-directory": (["validate", "{tmp}/folder"], ["folder", "directory"]),
     "split-missing-file": (["split", "{tmp}/missing.jsonl", "--out", "{tmp}/o"], ["missing"]),
@@ -84,11 +86,8 @@ ARGUMENT_CASES = {
     "stats-epochs-zero": (["stats", SAMPLE, "--epochs", "0"], ["--epochs", "at least 1"]),
     "stats-limit-negative": (["stats", SAMPLE, "--limit", "-3"], ["--limit", "at least 1"]),
     "stats-unknown-openai-model": (["stats", SAMPLE, "--model", "claude"], ["'claude'"]),
-    "stats-unknown-hf-model": (["stats", SAMPLE, "--hf-model", "no-such/model"], ["no-such"]),
-    "train-missing-config": (["train", "{tmp}/missing.yaml"], ["missing.yaml"]),
     "bench-train-steps-zero": (["bench-train", "--steps", "0"], ["--steps", "at least 1"]),
     "bench-train-batch-size": (["bench-train", "--batch-size", "x"], ["--batch-size"]),
-    "bench-train-unknown-model": (["bench-train", "--model", "no-such/model"], ["no-such"]),
     "serve-port-too-large": (["serve", "--port", "99999"], ["--port", "1 and 65535"]),
     "serve-port-zero": (["serve", "--port", "0"], ["--port", "1 and 65535"]),
     "serve-port-not-a-number": (["serve", "--port", "http"], ["--port", "whole number"]),
@@ -96,7 +95,6 @@ ARGUMENT_CASES = {
     "serve-upload-zero": (["serve", "--max-upload-mb", "0"], ["--max-upload-mb"]),
     "serve-upload-infinite": (["serve", "--max-upload-mb", "inf"], ["--max-upload-mb"]),
     "serve-alias": (["serve", "--alias", "gpt-4o-mini"], ["--alias", "NAME=MODEL"]),
-    "serve-data-dir-is-a-file": (["serve", "--data-dir", "{tmp}/file.txt"], ["file.txt"]),
     "bench-server-concurrency": (["bench-server", "--concurrency", "0"], ["--concurrency"]),
     "bench-server-max-tokens": (["bench-server", "--max-tokens", "-5"], ["--max-tokens"]),
     "batch-missing-notebook": (["batch", "{tmp}/missing.ipynb"], ["missing.ipynb"]),
@@ -106,15 +104,63 @@ ARGUMENT_CASES = {
         ["batch", "{tmp}/file.txt", "--out", "{tmp}/file.txt"],
         ["file.txt", "not a folder"],
     ),
-    "workshop-out-is-a-file": (["workshop", "--out", "{tmp}/file.txt"], ["file.txt"]),
 }
 
 
-@pytest.mark.slow  # one `python -m helpers` subprocess per case: 34 s in all
+@pytest.mark.slow  # one `python -m helpers` subprocess per case (none imports torch)
 @pytest.mark.parametrize("case", ARGUMENT_CASES, ids=list(ARGUMENT_CASES))
 def test_bad_arguments_get_one_error_line(places, case):
     args, words = ARGUMENT_CASES[case]
     result = run_cli(*(arg.format(tmp=places) for arg in args), cwd=places)
+    assert_rejected(result, *words)
+
+
+# The same for commands that import torch before they can reject the input: run in this
+# process (as run_cli would, offline and in the `places` folder).
+IMPORTING_TORCH_CASES = {
+    "prepare-model-unknown": (
+        ["prepare-model", "no-such/model"],
+        ["no-such/model", EMBEDDED_MODEL],
+    ),
+    "stats-unknown-hf-model": (["stats", SAMPLE, "--hf-model", "no-such/model"], ["no-such"]),
+    "train-missing-config": (["train", "{tmp}/missing.yaml"], ["missing.yaml"]),
+    "bench-train-unknown-model": (["bench-train", "--model", "no-such/model"], ["no-such"]),
+    "serve-data-dir-is-a-file": (["serve", "--data-dir", "{tmp}/file.txt"], ["file.txt"]),
+    "workshop-out-is-a-file": (["workshop", "--out", "{tmp}/file.txt"], ["file.txt"]),
+}
+
+
+@pytest.fixture
+def nothing_heavy(monkeypatch):
+    """Fail the test if a command gets past its checks to training, serving or running notebooks."""
+    from helpers import bench, config
+    from helpers.batch import pool
+
+    def must_not_run(*args, **kwargs):
+        pytest.fail("bad input got past the command's checks")
+
+    monkeypatch.setattr(config, "train_from_config", must_not_run)
+    monkeypatch.setattr(bench, "bench_train", must_not_run)
+    monkeypatch.setattr(pool, "run_grid", must_not_run)
+    monkeypatch.setattr("uvicorn.run", must_not_run)
+
+
+def run_main(args: list[str], capsys) -> subprocess.CompletedProcess:
+    """Run ``main(ARGS)`` in this process; return its exit status and output as run_cli does."""
+    try:
+        status = main(args)
+    except SystemExit as exit:  # argparse's errors
+        status = exit.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["helpers", *args], status, out, err)
+
+
+@pytest.mark.parametrize("case", IMPORTING_TORCH_CASES, ids=list(IMPORTING_TORCH_CASES))
+def test_bad_arguments_get_one_error_line_here(places, monkeypatch, capsys, nothing_heavy, case):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a missing model fails at once
+    monkeypatch.chdir(places)
+    args, words = IMPORTING_TORCH_CASES[case]
+    result = run_main([arg.format(tmp=places) for arg in args], capsys)
     assert_rejected(result, *words)
 
 
@@ -180,11 +226,16 @@ def _unreadable(path):
 
 
 @pytest.mark.parametrize("command", ["validate", "stats", "train"])
-def test_unreadable_file(tmp_path, command):
+def test_unreadable_file(tmp_path, monkeypatch, capsys, nothing_heavy, command):
     path = tmp_path / "secret.jsonl"
     path.write_text("{}\n")
     _unreadable(path)
-    assert_rejected(run_cli(command, path, cwd=tmp_path), "secret.jsonl")
+    if command == "train":  # it imports torch first: in this process, as above
+        monkeypatch.chdir(tmp_path)
+        result = run_main([command, str(path)], capsys)
+    else:
+        result = run_cli(command, path, cwd=tmp_path)
+    assert_rejected(result, "secret.jsonl")
 
 
 # --- in the process: what main does with errors that are not the user's ------------------

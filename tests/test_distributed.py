@@ -1,4 +1,9 @@
-"""Headless training from a config, on one process and under torchrun with two CPU processes."""
+"""Headless training from a config, on one process and under torchrun with two CPU processes.
+
+The torchrun run is a subprocess, as a user launches it; the one-process run and the
+config error call the command line's ``main`` in this process (a ``train`` process spends
+most of its seconds importing torch and Transformers).
+"""
 
 import json
 import shutil
@@ -8,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.__main__ import main
 from helpers.config import load_config
 
 
@@ -50,16 +56,10 @@ def test_torchrun_with_two_cpu_processes_trains_one_model(tmp_path):
     assert result.stdout.count('"world_size"') == 1  # only rank 0 reports
 
 
-@pytest.mark.slow  # trains in subprocesses
-def test_single_process_run_reports_the_same_shape(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "helpers", "train", str(_config(tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = _summary(result.stdout)
+@pytest.mark.slow  # trains
+def test_single_process_run_reports_the_same_shape(tmp_path, capsys):
+    assert main(["train", str(_config(tmp_path))]) == 0
+    summary = _summary(capsys.readouterr().out)
     assert summary["world_size"] == 1 and summary["tokens_trained"] > 0
 
 
@@ -69,11 +69,7 @@ def test_config_errors_are_clear(tmp_path):
         load_config(path)
 
 
-@pytest.mark.slow  # starts the command line in a subprocess
-def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
     path = _config(tmp_path, learning_rat=0.1)
-    result = subprocess.run(
-        [sys.executable, "-m", "helpers", "train", str(path)], capture_output=True, text=True
-    )
-    assert result.returncode == 2 and "learning_rat" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert main(["train", str(path)]) == 2  # an exception escaping main would be the traceback
+    assert "learning_rat" in capsys.readouterr().err

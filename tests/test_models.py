@@ -1,9 +1,6 @@
 """The embedded model: conversion, loading, determinism, clear errors, device and precision."""
 
 import contextlib
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -67,18 +64,6 @@ def test_unreachable_hub_id_fails_with_one_clear_message(monkeypatch):
     message = str(caught.value)
     assert "finetune-course/no-such-model" in message and models.EMBEDDED_MODEL in message
     assert caught.value.__cause__ is None
-
-
-@pytest.mark.slow  # trains (or runs a subprocess) for seconds
-def test_cli_prepare_model_names_the_embedded_default_on_error():
-    result = subprocess.run(
-        [sys.executable, "-m", "helpers", "prepare-model", "no/such-model"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode == 2
-    assert models.EMBEDDED_MODEL in result.stderr and "Traceback" not in result.stderr
 
 
 def test_local_folder_loads_without_the_hub(tmp_path, tiny):

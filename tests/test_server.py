@@ -2,8 +2,8 @@
 
 Each test builds its own app over its own data folder (``serving``) and talks to it
 through the official ``openai`` client with strict response validation, so no test
-depends on another or on their order. ``tests/test_server_slow.py`` runs the real
-embedded model in a server subprocess.
+depends on another or on their order. ``tests/test_server_slow.py`` drives a server
+subprocess, as a user starts it.
 """
 
 import json
@@ -100,6 +100,27 @@ def messages(client, job_id: str) -> list[str]:
     return [
         e.message for e in reversed(client.fine_tuning.jobs.list_events(job_id, limit=1000).data)
     ]
+
+
+def wait_for(check, timeout: float = 300.0):
+    """Call ``check`` until it returns something truthy; return that, or fail at the timeout."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    return result
+
+
+def one_thread_server(**options):
+    """Start a server subprocess with one torch thread (see below), serving the tiny model.
+
+    On a small shared machine (two cores, another job running) a full team of threads waits
+    at every barrier for a preempted one: a tiny job there took 12 s with two threads, 3.5 s
+    with one. A batch gives each of its runs one thread the same way.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        return start_server(aliases={TINY: TINY_MODEL}, **options)
 
 
 # --- stop strings ----------------------------------------------------------------------------
@@ -461,6 +482,73 @@ def test_fine_tuning_a_fine_tuned_model_trains_a_new_adapter(tmp_path):
         assert reply.choices[0].message.role == "assistant"
 
 
+@contextmanager
+def gated_training(monkeypatch):
+    """Hold a job's training thread at the start of each step until the test allows one more.
+
+    Yields a semaphore: ``release()`` lets one more step start. The gate sits inside the
+    Trainer's loop (the step's ``CoreShare.training_step``), so a job held there is running
+    in the middle of training. On leaving, every held step is let go.
+    """
+    allowed = threading.Semaphore(0)
+    real_step = CoreShare.training_step
+
+    def training_step(self):
+        assert allowed.acquire(timeout=120), "the test never let this step start"
+        real_step(self)
+
+    monkeypatch.setattr(CoreShare, "training_step", training_step)
+    try:
+        yield allowed
+    finally:
+        allowed.release(10_000)
+
+
+def metrics_steps(client, job_id: str) -> list[int]:
+    """Return the steps of a job's training-loss events, oldest first."""
+    events = client.fine_tuning.jobs.list_events(job_id, limit=1000).data
+    return sorted(
+        e.data["step"] for e in events if e.type == "metrics" and "valid_loss" not in e.data
+    )
+
+
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
+def test_chat_answers_while_training_and_cancel_stops_training(tmp_path, monkeypatch):
+    max_steps = 20
+    path = write_jsonl(tmp_path / "long.jsonl", short_examples(40))  # 3 epochs of 10 steps
+    with (
+        serving(tmp_path / "data", max_steps=max_steps) as client,
+        gated_training(monkeypatch) as steps,
+    ):
+        job = client.fine_tuning.jobs.create(
+            model=TINY, training_file=upload(client, path).id, hyperparameters={"n_epochs": 3}
+        )
+        steps.release()  # step 1 runs; step 2 waits at its start, in the middle of training
+        wait_for(lambda: metrics_steps(client, job.id))
+        assert client.fine_tuning.jobs.retrieve(job.id).estimated_finish is not None
+        for _ in range(3):
+            reply = client.chat.completions.create(
+                model=TINY, messages=HELLO, max_tokens=4, temperature=0
+            )
+            assert reply.choices[0].message.content
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # answered meanwhile
+
+        step_at_cancel = max(metrics_steps(client, job.id))
+        cancelled = client.fine_tuning.jobs.cancel(job.id)
+        assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+        steps.release()  # the step that was waiting runs, and training stops after it
+
+        def stopped_at():
+            found = [m for m in messages(client, job.id) if m.startswith("Training stopped at")]
+            return found and int(found[0].split()[4])
+
+        assert wait_for(stopped_at) == step_at_cancel + 1 < max_steps
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+        with pytest.raises(openai.BadRequestError):
+            client.fine_tuning.jobs.cancel(job.id)
+        assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
+
+
 # --- concurrent chats ------------------------------------------------------------------------
 
 
@@ -675,12 +763,20 @@ def test_stop_waits_for_the_worker_threads_before_the_store_closes(tmp_path, mon
     assert failed["status"] == "failed" and "unreadable" in failed["error"]["message"]
 
 
-@pytest.mark.slow  # kills and restarts a server process: about 15 s
+@pytest.mark.slow  # kills a server process in the middle of training
 def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_path):
     data_dir = tmp_path / "data"
     path = write_jsonl(tmp_path / "long.jsonl", short_examples(40))
-    aliases = {TINY: TINY_MODEL}
-    with start_server(data_dir=data_dir, api_key=KEY, aliases=aliases) as server:
+
+    def state(client) -> dict:
+        return {
+            "files": [f.model_dump() for f in client.files.list()],
+            "done": client.fine_tuning.jobs.retrieve(done.id).model_dump(),
+            "events": [e.model_dump() for e in client.fine_tuning.jobs.list_events(done.id)],
+            "models": [m.model_dump() for m in client.models.list()],
+        }
+
+    with one_thread_server(data_dir=data_dir, api_key=KEY) as server:
         client = OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
         done = tiny_job(client, tmp_path)
         job = client.fine_tuning.jobs.create(
@@ -690,23 +786,11 @@ def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_pat
             e for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.data
         ]:
             time.sleep(0.2)
-        before = {
-            "files": [f.model_dump() for f in client.files.list()],
-            "done": client.fine_tuning.jobs.retrieve(done.id).model_dump(),
-            "events": [e.model_dump() for e in client.fine_tuning.jobs.list_events(done.id)],
-            "models": [m.model_dump() for m in client.models.list()],
-        }
+        before = state(client)
         server.process.kill()  # a crash in the middle of training
         server.process.wait()
-    with start_server(data_dir=data_dir, api_key=KEY, aliases=aliases) as server:
-        client = OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
-        after = {
-            "files": [f.model_dump() for f in client.files.list()],
-            "done": client.fine_tuning.jobs.retrieve(done.id).model_dump(),
-            "events": [e.model_dump() for e in client.fine_tuning.jobs.list_events(done.id)],
-            "models": [m.model_dump() for m in client.models.list()],
-        }
-        assert after == before
+    with serving(data_dir) as client:  # the server started again over the same folder
+        assert state(client) == before
         interrupted = client.fine_tuning.jobs.retrieve(job.id)
         assert interrupted.status == "failed" and interrupted.error.code == "job_interrupted"
         reply = client.chat.completions.create(

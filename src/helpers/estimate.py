@@ -22,10 +22,6 @@ import torch
 
 from helpers.models import autocast
 
-# A step of AdamW reads and writes four numbers per trained weight (weight, gradient, two
-# moments); a LoRA or prompt-tuning step trains too few weights for this to show.
-OPTIMIZER_BYTES_PER_PARAM = 16
-
 
 @dataclass
 class Speed:
@@ -36,6 +32,7 @@ class Speed:
     decode_s: float  # one generation step of a batch (per generated token, whole batch)
     decode_batch: int  # the batch the decoding step was timed with
     optimizer_s: float  # one AdamW update of every weight (full fine-tuning only)
+    prefill_s: float = 0.0  # the prompts' pass before the first generated token (whole batch)
 
 
 def _twice(run) -> float:
@@ -61,8 +58,10 @@ def _train_pass_s(model, ids, method: str, bf16: bool | None) -> float:
     def step():
         inputs = embed(ids).detach().requires_grad_(method != "full")
         with autocast(ids.device.type, bf16):
-            loss = model(inputs_embeds=inputs, labels=ids).loss
-        loss.backward()
+            # The course computes logits only where a trained token follows, about half the
+            # tokens of a chat example; a log-sum-exp costs what the cross-entropy does.
+            logits = model(inputs_embeds=inputs, logits_to_keep=ids.shape[1] // 2).logits
+        logits.float().logsumexp(-1).mean().backward()
 
     try:
         return _twice(step)
@@ -72,36 +71,49 @@ def _train_pass_s(model, ids, method: str, bf16: bool | None) -> float:
         model.zero_grad(set_to_none=True)
 
 
-def _optimizer_s(model) -> float:
-    """Seconds of one AdamW update of a tensor the size of the whole model, on a copy."""
+def _optimizer_s(model, sample: int = 2**22) -> float:
+    """Seconds of one AdamW update of every weight, timed on ``sample`` weights and scaled.
+
+    The update reads and writes each number once: its time grows with the count. Timing a
+    slice keeps the probe's memory small (the whole model's would be 4 copies of it).
+    """
     count = sum(p.numel() for p in model.parameters())
-    weight = torch.zeros(count, requires_grad=True)
-    weight.grad = torch.zeros(count)
+    weight = torch.zeros(min(sample, count), requires_grad=True)
+    weight.grad = torch.zeros_like(weight)
     optimizer = torch.optim.AdamW([weight], lr=1e-5, foreach=True)
     seconds = _twice(optimizer.step)
-    del optimizer, weight
-    return seconds
+    return seconds * count / weight.numel()
 
 
 @torch.no_grad()
-def _decode_s(model, tokenizer, prompt_tokens: int, batch: int, new_tokens: int, bf16) -> float:
-    """Seconds per generation step for ``batch`` prompts (prefill included, as in real runs)."""
-    ids = torch.full((batch, prompt_tokens), tokenizer.eos_token_id or 0, device=model.device)
-    ids[:, 1:] = torch.randint(100, 1000, (batch, prompt_tokens - 1))
-    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    options["pad_token_id"] = tokenizer.pad_token_id
+def _decode_s(model, tokenizer, prompt_tokens: int, batch: int, bf16) -> tuple[float, float]:
+    """Seconds of the prompt's pass and of one generation step, for ``batch`` prompts.
 
-    def run():
+    Two generations that differ only in length: their difference is decoding alone.
+    """
+    ids = torch.randint(100, 1000, (batch, prompt_tokens), device=model.device)
+
+    def seconds(new_tokens: int) -> float:
+        options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
         with autocast(model.device.type, bf16):
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+            return _twice(
+                lambda: model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    pad_token_id=tokenizer.pad_token_id,
+                    **options,
+                )
+            )
 
-    return _twice(run) / new_tokens
+    short, long = seconds(2), seconds(10)
+    step = max(long - short, 1e-9) / 8
+    return max(short - 2 * step, 0.0), step
 
 
 def probe(
     model,
     tokenizer,
-    seq_len: int = 128,
+    seq_len: int = 64,
     decode_batch: int = 8,
     prompt_tokens: int = 48,
     methods: tuple[str, ...] = ("lora",),
@@ -126,11 +138,11 @@ def _probe(model, tokenizer, seq_len, decode_batch, prompt_tokens, methods, bf16
         train_s = {m: _train_pass_s(model, ids, m, bf16) / seq_len for m in methods}
         with torch.no_grad(), autocast(ids.device.type, bf16):
             forward_s = _twice(lambda: model(input_ids=ids)) / seq_len
-        decode_s = _decode_s(model, tokenizer, prompt_tokens, decode_batch, 4, bf16)
+        prefill_s, decode_s = _decode_s(model, tokenizer, prompt_tokens, decode_batch, bf16)
     finally:
         model.train(was_training)
     optimizer_s = _optimizer_s(model) if "full" in methods else 0.0
-    return Speed(forward_s, train_s, decode_s, decode_batch, optimizer_s)
+    return Speed(forward_s, train_s, decode_s, decode_batch, optimizer_s, prefill_s)
 
 
 def planned_steps(max_steps: int, epochs: float, examples: int, batch: int) -> int:
@@ -166,12 +178,19 @@ class RunPlan:
         """Add forward passes without gradients over ``tokens`` tokens (losses, validation)."""
         self.add(name, tokens * self.speed.forward_s)
 
-    def generate(self, name: str, prompts: int, new_tokens: int, batch: int) -> None:
-        """Add answering ``prompts`` prompts of up to ``new_tokens`` tokens, ``batch`` at once."""
-        batches = -(-prompts // max(batch, 1))
+    def generate(
+        self, name: str, prompts: int, new_tokens: int, batch: int, continuous: bool = False
+    ) -> None:
+        """Add answering ``prompts`` prompts of up to ``new_tokens`` tokens, ``batch`` at once.
+
+        ``continuous``: a server that lets a waiting request join as soon as another ends
+        (continuous batching) needs no second full round for a few prompts past ``batch``.
+        """
+        batches = prompts / max(batch, 1) if continuous else -(-prompts // max(batch, 1))
         # A decoding step costs little more for a bigger batch on a CPU: scale it gently.
         scale = (min(batch, prompts) / self.speed.decode_batch) ** 0.5
-        self.add(name, batches * new_tokens * self.speed.decode_s * scale)
+        per_batch = self.speed.prefill_s + new_tokens * self.speed.decode_s
+        self.add(name, batches * per_batch * scale)
 
     def add(self, name: str, seconds: float) -> None:
         """Add ``seconds`` to the part ``name`` (also for fixed costs: loading, time so far)."""

@@ -355,7 +355,8 @@ def cpu_class() -> str:
     """Name this CPU's class for the course's timings: what its fastest kernels can use.
 
     "AMX-BF16" or "AVX-512 BF16": bf16 in hardware (the fast class); "AVX-512" or "AVX2":
-    fp32 only, 4-7x slower for this course; "other" for the rest (Arm, no /proc/cpuinfo).
+    fp32 only, 4-9x slower than an AMX Xeon for this course; "other" for the rest (Arm,
+    no /proc/cpuinfo).
     PyTorch's kernels capped with ``ATEN_CPU_CAPABILITY=avx2`` count as AVX2, so a fast
     machine can run the slow class's code path.
     """

@@ -1,5 +1,6 @@
 """The conventions the notebooks share: setup report, section timings, verdicts, sizes."""
 
+import json
 import time
 
 from helpers import notebook
@@ -65,3 +66,36 @@ def test_notebook_stopped_shows_its_message_instead_of_a_traceback(capsys):
     printed = capsys.readouterr()
     shown = printed.out + printed.err
     assert message in shown and "Traceback" not in shown and "raise" not in shown
+
+
+def test_section_key_drops_the_number_and_punctuation():
+    assert notebook.section_key("3. Fine-tuning job") == "seconds_fine_tuning_job"
+    assert notebook.section_key("10. Results") == "seconds_results"
+    assert notebook.section_key("Setup") == "seconds_setup"
+
+
+def test_metrics_refuse_a_figure_recorded_twice():
+    metrics = notebook.Metrics()
+    metrics.add(steps=12, loss=0.5)
+    try:
+        metrics.add(loss=0.4, rate=0.9)
+    except KeyError as error:
+        assert "loss" in str(error) and "rate" not in str(error)
+    else:
+        raise AssertionError("a second 'loss' was accepted")
+    assert metrics == {"steps": 12, "loss": 0.5}
+
+
+def test_metrics_save_adds_sections_run_time_and_peak_memory(tmp_path, monkeypatch):
+    clock = iter([0.0, 1.0, 4.0, 9.0, 10.0])  # created, data, training, table, elapsed
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    timer = notebook.SectionTimer()
+    timer.section("1. Data")
+    timer.section("2. Training")
+    metrics = notebook.Metrics(steps=12)
+    path = metrics.save(tmp_path, timer)
+    saved = json.loads(path.read_text())
+    assert path == tmp_path / "metrics.json"
+    assert saved["seconds_data"] == 3.0 and saved["seconds_training"] == 5.0
+    assert saved["total_seconds"] == 10.0 and saved["steps"] == 12
+    assert saved["peak_rss_mb"] > 10  # this test process holds more than 10 MB

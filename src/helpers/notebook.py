@@ -11,8 +11,10 @@ A cell that cannot go on (no API key, no confirmation to spend money) raises
 from __future__ import annotations
 
 import platform
+import re
 import time
 from importlib import metadata
+from pathlib import Path
 
 # What every notebook needs, and what to install when it is missing.
 CORE_PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate")
@@ -93,6 +95,37 @@ class SectionTimer:
         frame = pd.DataFrame({"seconds": self.seconds}).rename_axis("section")
         frame["share"] = frame["seconds"] / max(frame["seconds"].sum(), 1e-9)
         return frame
+
+
+def section_key(name: str) -> str:
+    """Return a section's metrics key: ``"3. Fine-tuning job"`` -> ``seconds_fine_tuning_job``."""
+    words = re.sub(r"^\d+\.\s*", "", name).lower()
+    return "seconds_" + "_".join(re.findall(r"[a-z0-9]+", words))
+
+
+class Metrics(dict):
+    """A run's figures, recorded section by section as the notebook goes; saved as metrics.json.
+
+    ``metrics.add(steps=12)`` records where the figure is computed, so the last cell only
+    saves; recording a name twice raises (two sections would otherwise overwrite a figure).
+    """
+
+    def add(self, **values) -> None:
+        """Record figures under new names."""
+        again = sorted(set(values) & set(self))
+        if again:
+            raise KeyError(f"metrics recorded twice: {', '.join(again)}")
+        self.update(values)
+
+    def save(self, output_dir: str | Path, timer: SectionTimer) -> Path:
+        """Add seconds per section, run time and peak memory; write and return metrics.json."""
+        from helpers.evaluate import save_metrics
+        from helpers.measure import process_peak_rss_mb
+
+        timings = timer.table()["seconds"]
+        self.update({section_key(name): seconds for name, seconds in timings.items()})
+        self.update(total_seconds=timer.elapsed(), peak_rss_mb=process_peak_rss_mb())
+        return save_metrics(self, output_dir)
 
 
 class NotebookStopped(Exception):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers.server.batching import Batcher, left_pad, supports_batching
-from helpers.server.worker import CoreShare
+from helpers.server.cores import CoreShare
 
 PROMPTS = ["Hi", "Where is my order? It has been a week.", "Tell me about returns, please."]
 

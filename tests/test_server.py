@@ -27,8 +27,9 @@ from helpers import data as data_module
 from helpers.models import TINY_MODEL
 from helpers.server import free_port, start_server
 from helpers.server.app import FORM_OVERHEAD, LoadedModel, ModelPool, create_app, load_chat_model
+from helpers.server.cores import CoreShare
 from helpers.server.store import Store, now
-from helpers.server.worker import CoreShare, Worker
+from helpers.server.worker import Worker
 
 KEY = "sk-test-key"
 TINY = "tiny"  # served by helpers.models.tiny_model()
@@ -626,7 +627,7 @@ def in_thread(function):
 @pytest.mark.slow  # a fresh interpreter importing torch
 def test_core_share_keeps_to_the_threads_a_batch_gives_the_server():
     """Two servers side by side under OMP_NUM_THREADS=1 must not each take every core."""
-    code = "from helpers.server.worker import CoreShare; print(CoreShare().cores)"
+    code = "from helpers.server.cores import CoreShare; print(CoreShare().cores)"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.strip() == "1", done.stderr

@@ -70,7 +70,7 @@ def run_server(
 
     from helpers.server.app import create_app
 
-    # Training and chat share the cores per thread: see helpers.server.worker.CoreShare.
+    # Training and chat share the cores per thread: see helpers.server.cores.CoreShare.
     key = api_key or os.environ.get(API_KEY_ENV)
     if not key:
         key = new_api_key()

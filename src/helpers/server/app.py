@@ -42,8 +42,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from helpers.chat import ensure_chat_template, render_prompt
 from helpers.models import EMBEDDED_MODEL, ModelLoadError, load_base_model
 from helpers.server.batching import MAX_BATCH, Batcher, supports_batching
+from helpers.server.cores import CoreShare
 from helpers.server.store import ID_PATTERN, Store, new_id, now
-from helpers.server.worker import CoreShare, Worker
+from helpers.server.worker import Worker
 
 log = logging.getLogger("helpers.server")
 

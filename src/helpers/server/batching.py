@@ -27,7 +27,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from helpers.models import trim_heap
-from helpers.server.worker import CoreShare
+from helpers.server.cores import CoreShare
 
 MAX_BATCH = 32  # rows (choices) decoded together; more requests wait for a free row
 IDLE_EXIT_S = 30.0  # the loop's thread ends after this long without work (restarts on demand)

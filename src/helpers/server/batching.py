@@ -87,8 +87,8 @@ def sample_token(scores: torch.Tensor, temperature: float, top_p: float, generat
 
 
 @dataclass
-class ChatRequest:
-    """One chat completion request: its prompt, settings, output queue and cancel flag.
+class PendingChat:
+    """A chat request in a batcher: its prompt, settings, output queue and cancel flag.
 
     The loop queues ``("text", index, piece)`` and ``("finish", index, (reason, tokens))``
     items, ``("error", -1, exception)`` on failure, and None when every choice is done.
@@ -106,7 +106,7 @@ class ChatRequest:
 class Row:
     """One choice of one request, decoding in the batch."""
 
-    request: ChatRequest
+    chat: PendingChat
     index: int
     assembler: TextAssembler
     tokens: list[int] = field(default_factory=list)
@@ -127,18 +127,18 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, prompt_ids: list[int], settings: dict) -> ChatRequest:
-        """Queue a request's choices for the batch; read its items from ``request.out``."""
-        request = ChatRequest(prompt_ids, settings, open_choices=settings["n"])
+    def submit(self, prompt_ids: list[int], settings: dict) -> PendingChat:
+        """Queue a request's choices for the batch; read its items from ``chat.out``."""
+        chat = PendingChat(prompt_ids, settings, open_choices=settings["n"])
         if settings["temperature"] > 0:
-            request.generator = request_generator(settings["seed"], self.model.device)
+            chat.generator = request_generator(settings["seed"], self.model.device)
         for index in range(settings["n"]):
-            self.waiting.put(Row(request, index, TextAssembler(self.tokenizer, settings["stop"])))
+            self.waiting.put(Row(chat, index, TextAssembler(self.tokenizer, settings["stop"])))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, daemon=True)
                 self._thread.start()
-        return request
+        return chat
 
     def _loop(self) -> None:
         """Admit waiting rows and decode one step at a time until idle for a while."""
@@ -172,10 +172,10 @@ class Batcher:
         try:
             work(*args)
         except Exception as error:  # handed to the request threads, which answer it
-            failed = {id(row.request): row.request for row in self.rows + (args[0] if args else [])}
-            for request in failed.values():
-                request.out.put(("error", -1, error))
-                request.out.put(None)
+            failed = {id(row.chat): row.chat for row in self.rows + (args[0] if args else [])}
+            for chat in failed.values():
+                chat.out.put(("error", -1, error))
+                chat.out.put(None)
             self.rows, self.cache, self.mask, self.last = [], None, None, None
 
     def _forward(self, input_ids, mask, cache, positions) -> torch.Tensor:
@@ -196,12 +196,10 @@ class Batcher:
         new = [row for row in new if not self._dropped(row)]
         if not new:
             return
-        width = max(len(row.request.prompt_ids) for row in new)
+        width = max(len(row.chat.prompt_ids) for row in new)
         pad = self.tokenizer.pad_token_id or 0
-        ids = [[pad] * (width - len(r.request.prompt_ids)) + r.request.prompt_ids for r in new]
-        mask = [
-            [0] * (width - len(r.request.prompt_ids)) + [1] * len(r.request.prompt_ids) for r in new
-        ]
+        ids = [[pad] * (width - len(r.chat.prompt_ids)) + r.chat.prompt_ids for r in new]
+        mask = [[0] * (width - len(r.chat.prompt_ids)) + [1] * len(r.chat.prompt_ids) for r in new]
         device = self.model.device
         ids, mask = torch.tensor(ids, device=device), torch.tensor(mask, device=device)
         cache = DynamicCache(config=self.model.config)
@@ -241,20 +239,20 @@ class Batcher:
         """Pick each row's next token, send its text, and retire the rows that are done."""
         greedy = scores.argmax(dim=-1).tolist()
         for position, row in enumerate(rows):
-            settings = row.request.settings
+            settings = row.chat.settings
             token = greedy[position]
             if settings["temperature"] > 0:
                 token = sample_token(
                     scores[position],
                     settings["temperature"],
                     settings["top_p"],
-                    row.request.generator,
+                    row.chat.generator,
                 )
             self.last[offset + position, 0] = token
             row.tokens.append(token)
             ended = token == self.tokenizer.eos_token_id
             if not ended and (piece := row.assembler.add([token])):
-                row.request.out.put(("text", row.index, piece))
+                row.chat.out.put(("text", row.index, piece))
             if ended or row.assembler.stopped:
                 self._finish(row, "stop")
             elif len(row.tokens) >= settings["max_tokens"]:
@@ -265,22 +263,23 @@ class Batcher:
         """Send a finished row's held-back text and its finish item."""
         piece = row.assembler.add([], final=True)
         if piece:
-            row.request.out.put(("text", row.index, piece))
-        row.request.out.put(("finish", row.index, (reason, len(row.tokens))))
+            row.chat.out.put(("text", row.index, piece))
+        row.chat.out.put(("finish", row.index, (reason, len(row.tokens))))
         row.done = True
-        self._close_choice(row.request)
+        self._close_choice(row.chat)
 
     def _dropped(self, row: Row) -> bool:
         """True (and the choice closed) when the row's client has gone away."""
-        if row.request.cancel.is_set():
-            self._close_choice(row.request)
+        if row.chat.cancel.is_set():
+            self._close_choice(row.chat)
             return True
         return False
 
-    def _close_choice(self, request: ChatRequest) -> None:
-        request.open_choices -= 1
-        if request.open_choices == 0:
-            request.out.put(None)
+    def _close_choice(self, chat: PendingChat) -> None:
+        """Count one of a request's choices done; close its queue after the last."""
+        chat.open_choices -= 1
+        if chat.open_choices == 0:
+            chat.out.put(None)
 
     def _retire(self) -> None:
         """Drop finished and cancelled rows from the batch, and padding no row needs."""

@@ -99,3 +99,18 @@ def test_metrics_save_adds_sections_run_time_and_peak_memory(tmp_path, monkeypat
     assert saved["seconds_data"] == 3.0 and saved["seconds_training"] == 5.0
     assert saved["total_seconds"] == 10.0 and saved["steps"] == 12
     assert saved["peak_rss_mb"] > 10  # this test process holds more than 10 MB
+
+
+def test_metric_key_keeps_letters_and_digits_only():
+    assert notebook.metric_key("USD per 1k requests") == "usd_per_1k_requests"
+    assert notebook.metric_key("few-shot") == "few_shot"
+    assert notebook.metric_key("starts Hello!") == "starts_hello"
+
+
+def test_metrics_add_table_names_each_cell_by_row_and_column():
+    import pandas as pd
+
+    table = pd.DataFrame({"style score": [0.9, 0.1]}, index=["fine-tuned", "base"])
+    metrics = notebook.Metrics()
+    metrics.add_table(table)
+    assert metrics == {"fine_tuned_style_score": 0.9, "base_style_score": 0.1}

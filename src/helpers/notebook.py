@@ -97,10 +97,14 @@ class SectionTimer:
         return frame
 
 
+def metric_key(label: str) -> str:
+    """Return a metrics key for a label: ``"USD per 1k requests"`` -> ``usd_per_1k_requests``."""
+    return "_".join(re.findall(r"[a-z0-9]+", label.lower()))
+
+
 def section_key(name: str) -> str:
     """Return a section's metrics key: ``"3. Fine-tuning job"`` -> ``seconds_fine_tuning_job``."""
-    words = re.sub(r"^\d+\.\s*", "", name).lower()
-    return "seconds_" + "_".join(re.findall(r"[a-z0-9]+", words))
+    return "seconds_" + metric_key(re.sub(r"^\d+\.\s*", "", name))
 
 
 class Metrics(dict):
@@ -116,6 +120,16 @@ class Metrics(dict):
         if again:
             raise KeyError(f"metrics recorded twice: {', '.join(again)}")
         self.update(values)
+
+    def add_table(self, table) -> None:
+        """Record each cell of a DataFrame as ``<row>_<column>``, both parts :func:`metric_key`."""
+        self.add(
+            **{
+                f"{metric_key(str(row))}_{metric_key(str(column))}": value
+                for row, values in table.iterrows()
+                for column, value in values.items()
+            }
+        )
 
     def save(self, output_dir: str | Path, timer: SectionTimer) -> Path:
         """Add seconds per section, run time and peak memory; write and return metrics.json."""

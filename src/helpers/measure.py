@@ -19,7 +19,7 @@ import psutil
 import torch
 from transformers import DataCollatorWithFlattening, TrainerCallback
 
-from helpers.models import count_parameters, release_memory
+from helpers.models import autocast, count_parameters, release_memory
 
 
 @dataclass
@@ -140,6 +140,22 @@ class MemoryMeter:
             self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated() / 2**20)
         elif self._kernel_peak:
             self.peak_mb = max(self.peak_mb, _kernel_peak_mb() or 0.0)
+
+
+def backward_peak_mb(model, batch: dict, device: str, bf16: bool | None = None) -> float:
+    """Return the memory growth of one forward and backward pass (no optimizer step), in MB."""
+    batch = {key: value.to(model.device) for key, value in batch.items()}
+    model.train()
+    meter = MemoryMeter(device)
+    meter.start()
+    with autocast(device, bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    meter.stop()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    release_memory()
+    return meter.peak_mb - meter.start_mb
 
 
 class MeasureCallback(TrainerCallback):

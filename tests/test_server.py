@@ -26,8 +26,10 @@ from safetensors.torch import load_file
 from helpers import data as data_module
 from helpers.models import TINY_MODEL
 from helpers.server import free_port, start_server
-from helpers.server.app import FORM_OVERHEAD, LoadedModel, ModelPool, create_app, load_chat_model
+from helpers.server.app import create_app
 from helpers.server.cores import CoreShare
+from helpers.server.pool import LoadedModel, ModelPool, load_chat_model
+from helpers.server.routes.files import FORM_OVERHEAD
 from helpers.server.store import Store, now
 from helpers.server.worker import Worker
 
@@ -327,7 +329,7 @@ def test_server_errors_say_an_id_not_the_exception(tmp_path, monkeypatch, caplog
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail /etc/somewhere")
 
-    monkeypatch.setattr("helpers.server.app.render_prompt", broken)
+    monkeypatch.setattr("helpers.server.routes.chat.render_prompt", broken)
     with (
         serving(tmp_path / "data") as client,
         caplog.at_level(logging.ERROR, "helpers.server"),

@@ -3,10 +3,10 @@
 A job goes ``validating_files`` (a short thread per job runs the data layer's
 validator) → ``queued`` → ``running`` (one training thread, through
 :func:`helpers.train.finetune` on its own copy of the base model) → ``succeeded``,
-``failed`` or ``cancelled``. Training reports through a Trainer callback: a metrics
-event per step (training loss and token accuracy), a checkpoint (adapter, validation
-loss and token accuracy) per epoch, and the rows of the results CSV. A job whose model
-is a fine-tuned one (``ft:...``) continues training that model's adapter as a new one.
+``failed`` or ``cancelled``. Training reports through a Trainer callback
+(:class:`helpers.server.callback.JobCallback`): metrics events, per-epoch checkpoints,
+the results CSV. A job whose model is a fine-tuned one (``ft:...``) continues training
+that model's adapter as a new one.
 
 Hyperparameters, as OpenAI names them:
 
@@ -21,44 +21,27 @@ short workshops, stated in the job's events when it applies.
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import math
 import queue
 import re
 import threading
-import time
 import traceback
 import warnings
 from pathlib import Path
 
-import torch
-from transformers import TrainerCallback
-
 from helpers import data
-from helpers.chat import IGNORE_INDEX, next_token_targets, tokenize_dataset
-from helpers.evaluate import mean_loss
-from helpers.models import (
-    count_parameters,
-    frozen_weights_dtype,
-    load_base_model,
-    release_memory,
-)
+from helpers.chat import tokenize_dataset
+from helpers.models import frozen_weights_dtype, load_base_model, release_memory
+from helpers.server.callback import JobCallback
 from helpers.server.cores import CoreShare
-from helpers.server.store import Store, new_id, now
+from helpers.server.store import Store, now
 from helpers.train import DEFAULT_LEARNING_RATES, finetune
 
 AUTO_BATCH_SIZE = 4
 AUTO_LEARNING_RATE_MULTIPLIER = 1.0
 MIN_TRAINING_EXAMPLES = 10  # OpenAI's minimum
 PROBLEMS_SHOWN = 5
-RESULTS_COLUMNS = [
-    "step",
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-]
 MAX_SEQ_LENGTH = 512  # tokens per training example; longer ones are truncated (and reported)
 
 
@@ -96,120 +79,6 @@ def fine_tuned_name(job: dict, organization: str) -> str:
 def example_list(numbers: list[int], lines: list[int]) -> str:
     """Return example numbers (1-based) with their file lines, as "3 (line 4), 7 (line 9)"."""
     return ", ".join(f"{n} (line {lines[n - 1]})" for n in numbers)
-
-
-class JobCallback(TrainerCallback):
-    """Reports one job's training: metrics events, per-epoch checkpoints, cancellation."""
-
-    def __init__(self, worker: Worker, job: dict, model_name: str, tokenizer, validation):
-        self.worker, self.store = worker, worker.store
-        self.job_id, self.model_name = job["id"], model_name
-        self.base = self.store.job_base(job["id"])
-        self.tokenizer, self.validation = tokenizer, validation
-        self.rows: list[dict] = []
-        self.started = time.perf_counter()
-        self.correct = self.counted = 0
-        self._hook = None
-
-    def _stopping(self) -> bool:
-        return self.worker.should_stop(self.job_id)
-
-    def _count_correct(self, module, args, kwargs, output) -> None:
-        """Count the assistant tokens a training forward pass predicted right (its argmax)."""
-        labels = kwargs.get("labels")
-        if not module.training or labels is None:
-            return
-        with torch.no_grad():
-            logits = output.logits
-            if "shift_labels" in kwargs:  # the collator asked for trained positions only
-                targets = kwargs["shift_labels"]
-            else:
-                keep, targets = next_token_targets(labels)
-                logits = logits[keep]
-            trained = targets != IGNORE_INDEX  # positions kept only to round a matrix shape
-            self.correct += int(((logits.argmax(-1) == targets) & trained).sum())
-            self.counted += int(trained.sum())
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._hook = model.register_forward_hook(self._count_correct, with_kwargs=True)
-        trainable, total = count_parameters(model)
-        self.store.add_event(
-            self.job_id,
-            f"LoRA adapter: {trainable:,} trainable parameters of {total:,} "
-            f"({100 * trainable / total:.2f}%)",
-        )
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._hook is not None:
-            self._hook.remove()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.worker.cores.training_step()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._stopping():
-            control.should_training_stop = True
-            return
-        seconds_per_step = (time.perf_counter() - self.started) / max(state.global_step, 1)
-        remaining = seconds_per_step * (state.max_steps - state.global_step)
-        finish = now() + math.ceil(remaining)
-        self.store.update_job(self.job_id, only_if=("running",), estimated_finish=finish)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
-            return
-        step, loss = state.global_step, float(logs["loss"])
-        accuracy = self.correct / self.counted if self.counted else None
-        self.correct = self.counted = 0
-        self.rows.append({"step": step, "train_loss": loss, "train_accuracy": accuracy})
-        metrics = {"step": step, "train_loss": loss, "total_steps": state.max_steps}
-        shown = ""
-        if accuracy is not None:
-            metrics["train_mean_token_accuracy"] = accuracy
-            shown = f", token accuracy={accuracy:.3f}"
-        self.store.add_event(
-            self.job_id,
-            f"Step {step}/{state.max_steps}: training loss={loss:.4f}{shown}",
-            data=metrics,
-        )
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if self._stopping() or not self.rows:
-            return
-        step = state.global_step
-        metrics = {"step": step, "train_loss": self.rows[-1]["train_loss"]}
-        if self.validation is not None:
-            measured = mean_loss(model, self.tokenizer, self.validation, batch_size=4)
-            valid_loss, valid_accuracy = measured["loss"], measured["accuracy"]
-            metrics.update(valid_loss=valid_loss, valid_mean_token_accuracy=valid_accuracy)
-            self.rows[-1].update(metrics)
-            self.store.add_event(
-                self.job_id,
-                f"Step {step}/{state.max_steps}: validation loss={valid_loss:.4f}, "
-                f"token accuracy={valid_accuracy:.3f}",
-                data={**metrics, "total_steps": state.max_steps},
-            )
-        folder = self.store.job_dir(self.job_id) / "checkpoints" / f"step-{step}"
-        model.save_pretrained(folder)
-        checkpoint = {
-            "id": new_id("ftckpt_"),
-            "object": "fine_tuning.job.checkpoint",
-            "created_at": now(),
-            "fine_tuned_model_checkpoint": f"{self.model_name}:ckpt-step-{step}",
-            "fine_tuning_job_id": self.job_id,
-            "metrics": metrics,
-            "step_number": step,
-        }
-        self.store.add_checkpoint(checkpoint, self.base, folder)
-        self.store.add_event(self.job_id, f"Checkpoint created at step {step}: {checkpoint['id']}")
-
-    def results_csv(self) -> bytes:
-        """Return the per-step results as OpenAI's CSV (empty cells where not measured)."""
-        text = io.StringIO()
-        writer = csv.DictWriter(text, RESULTS_COLUMNS, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return text.getvalue().encode()
 
 
 class Worker:
@@ -320,6 +189,7 @@ class Worker:
         return report
 
     def _validate(self, job_id: str) -> None:
+        """Validate a job's files: queue the job if they pass, else fail it."""
         job = self.store.get_job(job_id)
         if job is None or job["status"] != "validating_files" or self._stopping.is_set():
             return
@@ -338,6 +208,7 @@ class Worker:
     # --- training -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Train queued jobs one at a time until stopped; a failure fails only its job."""
         while (job_id := self._queue.get()) is not None:
             if self._stopping.is_set():
                 return
@@ -354,6 +225,7 @@ class Worker:
                 release_memory()  # the job's model and buffers go back to the system
 
     def _fail(self, job_id: str, failure: JobFailed, only_if: tuple[str, ...] = ()) -> None:
+        """Mark a job failed with its error (only from a status in ``only_if``, if given)."""
         fields = {"status": "failed", "error": failure.error, "finished_at": now()}
         if self.store.update_job(job_id, only_if=only_if, estimated_finish=None, **fields):
             self.store.add_event(job_id, failure.error["message"], level="error")
@@ -400,33 +272,47 @@ class Worker:
             model = PeftModel.from_pretrained(model, parent[1], is_trainable=True)
         return model, tokenizer
 
+    def _plan(self, job: dict, n_examples: int) -> dict:
+        """Fix a job's hyperparameters, record and announce them; return finetune's settings."""
+        hyperparameters = resolve_hyperparameters(job["hyperparameters"], n_examples)
+        epochs, batch_size = hyperparameters["n_epochs"], hyperparameters["batch_size"]
+        total_steps = epochs * math.ceil(n_examples / batch_size)
+        capped = self.max_steps is not None and total_steps > self.max_steps
+        method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+        self.store.update_job(job["id"], hyperparameters=hyperparameters, method=method)
+        learning_rate = DEFAULT_LEARNING_RATES["lora"] * hyperparameters["learning_rate_multiplier"]
+        self.store.add_event(
+            job["id"],
+            f"Fine-tuning job started: {n_examples} examples, {epochs} epoch(s), batch "
+            f"size {batch_size}, learning rate {learning_rate:g}, {total_steps} steps"
+            + (f", capped at {self.max_steps} by the server's max_steps" if capped else ""),
+        )
+        return {
+            "num_train_epochs": epochs,
+            "per_device_train_batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "max_steps": self.max_steps if capped else -1,
+        }
+
     def _train(self, job_id: str) -> None:
+        """Train a queued job to its fine-tuned model (a cancelled one stops after a step)."""
         job = self.store.update_job(job_id, only_if=("queued",), status="running")
         if job is None:  # cancelled while it waited
             return
         train = self._examples(job["training_file"], "training_file")
         validation = job.get("validation_file")
         validation = self._examples(validation, "validation_file") if validation else None
-        hyperparameters = resolve_hyperparameters(job["hyperparameters"], len(train.examples))
-        epochs, batch_size = hyperparameters["n_epochs"], hyperparameters["batch_size"]
-        total_steps = epochs * math.ceil(len(train.examples) / batch_size)
-        capped = self.max_steps is not None and total_steps > self.max_steps
-        method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
-        self.store.update_job(job_id, hyperparameters=hyperparameters, method=method)
-        learning_rate = DEFAULT_LEARNING_RATES["lora"] * hyperparameters["learning_rate_multiplier"]
-        self.store.add_event(
-            job_id,
-            f"Fine-tuning job started: {len(train.examples)} examples, {epochs} epoch(s), batch "
-            f"size {batch_size}, learning rate {learning_rate:g}, {total_steps} steps"
-            + (f", capped at {self.max_steps} by the server's max_steps" if capped else ""),
-        )
+        settings = self._plan(job, len(train.examples))
         model_name = fine_tuned_name(job, self.organization)
         model, tokenizer = self._load(job)
         train_set = self._tokenize(job_id, train, tokenizer, "training_file")
         validation_set = validation and self._tokenize(
             job_id, validation, tokenizer, "validation_file"
         )
-        callback = JobCallback(self, job, model_name, tokenizer, validation_set)
+        stop = functools.partial(self.should_stop, job_id)
+        callback = JobCallback(
+            self.store, job_id, model_name, tokenizer, validation_set, self.cores, stop
+        )
         folder = self.store.job_dir(job_id)
         result = finetune(
             model,
@@ -435,13 +321,10 @@ class Worker:
             method="lora",
             output_dir=folder,
             callbacks=[callback],
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_steps=self.max_steps if capped else -1,
             seed=job["seed"],
             logging_steps=1,
             disable_tqdm=True,
+            **settings,
         )
         steps, tokens = result.steps, result.tokens_trained
         del model, result  # the result holds the model: free both before the model is served

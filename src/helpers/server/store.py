@@ -96,39 +96,36 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def reconcile(self) -> list[str]:
-        """Repair what a crash between two steps left behind; return what was done.
+    def reconcile(self) -> None:
+        """Repair what a crash between two steps left behind.
 
         Removes half-written and unrecorded files, forgets files whose bytes are gone,
         and forgets fine-tuned models whose job did not succeed.
         """
-        done = []
         folder = self.root / "files"
         recorded = {row[0] for row in self._query("SELECT id FROM files")}
         for path in folder.iterdir():
             if path.name not in recorded:
                 path.unlink(missing_ok=True)
-                done.append(f"removed unrecorded file {path.name}")
         for file_id in sorted(recorded):
             if not self.file_path(file_id).is_file():
                 self._query("DELETE FROM files WHERE id = ?", file_id)
-                done.append(f"forgot file {file_id} (its bytes are missing)")
         orphans = self._query(
             "SELECT models.id FROM models LEFT JOIN jobs ON jobs.id = models.job_id "
             "WHERE jobs.status IS NOT 'succeeded'"
         )
         for (model_id,) in orphans:
             self.delete_model(model_id)
-            done.append(f"removed model {model_id} (its job did not succeed)")
-        return done
 
     # --- generic rows -----------------------------------------------------------------------
 
     def _query(self, sql: str, *params) -> list[tuple]:
+        """Run one statement under the lock; return its rows."""
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
     def _insert(self, table: str, obj: dict, **columns) -> dict:
+        """Store an object as JSON with its indexed columns; return it."""
         columns = {"id": obj["id"], **columns, "data": json.dumps(obj)}
         names = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
@@ -136,6 +133,7 @@ class Store:
         return obj
 
     def _get(self, table: str, object_id: str, column: str = "id") -> dict | None:
+        """Return the object whose ``column`` matches, or None."""
         rows = self._query(f"SELECT data FROM {table} WHERE {column} = ?", object_id)
         return json.loads(rows[0][0]) if rows else None
 
@@ -202,13 +200,10 @@ class Store:
         where = {"purpose": purpose} if purpose else {}
         return self._page("files", after, limit, order, **where)
 
-    def delete_file(self, file_id: str) -> bool:
-        """Forget a file and remove its bytes; return whether it existed."""
-        with self._lock:
-            existed = self._get("files", file_id) is not None
-            self._query("DELETE FROM files WHERE id = ?", file_id)
+    def delete_file(self, file_id: str) -> None:
+        """Forget a file and remove its bytes."""
+        self._query("DELETE FROM files WHERE id = ?", file_id)
         self.file_path(file_id).unlink(missing_ok=True)
-        return existed
 
     # --- jobs and their events ------------------------------------------------------------
 
@@ -313,19 +308,9 @@ class Store:
                 return rows[0][0], self.root / rows[0][1]
         return None
 
-    def delete_model(self, model_id: str) -> bool:
-        """Forget a fine-tuned model and remove its adapter; return whether it existed."""
+    def delete_model(self, model_id: str) -> None:
+        """Forget a fine-tuned model and remove its adapter (if it is one)."""
         found = self.adapter_for(model_id) if self.get_model(model_id) else None
-        if found is None:
-            return False
-        self._query("DELETE FROM models WHERE id = ?", model_id)
-        shutil.rmtree(found[1], ignore_errors=True)
-        return True
-
-    def model_job(self, name: str) -> str | None:
-        """Return the job that trained a fine-tuned model or checkpoint name, or None."""
-        for table, column in (("models", "id"), ("checkpoints", "model")):
-            rows = self._query(f"SELECT job_id FROM {table} WHERE {column} = ?", name)
-            if rows:
-                return rows[0][0]
-        return None
+        if found is not None:
+            self._query("DELETE FROM models WHERE id = ?", model_id)
+            shutil.rmtree(found[1], ignore_errors=True)

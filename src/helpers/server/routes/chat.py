@@ -148,6 +148,7 @@ def sse_chunks(reply: dict, events, prompt_tokens: int, include_usage: bool):
     """Yield a chat completion as server-sent ``chat.completion.chunk`` events, then [DONE]."""
 
     def chunk(choices: list[dict], **extra) -> str:
+        """Return one chunk event with these choices."""
         body = {**reply, "object": "chat.completion.chunk", "choices": choices, **extra}
         if include_usage:
             body.setdefault("usage", None)

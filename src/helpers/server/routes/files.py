@@ -69,6 +69,7 @@ async def upload_file(request: Request, state: State):
     received, more = 0, True
 
     async def receive():
+        """Pass the next body message on, counting its bytes against the limit."""
         nonlocal received, more
         message = await request.receive()
         received += len(message.get("body", b""))

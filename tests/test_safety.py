@@ -1,12 +1,15 @@
 """The safety filter: rules and classifier on fixed inputs, refusals, disclaimer, safe_generate."""
 
+import argparse
 import json
 
 import numpy as np
 import pytest
 
 from helpers import safety
+from helpers.cli import safety as safety_cli
 from helpers.paths import sample_path
+from helpers.safety import classify, evaluation
 
 MARGIN = 0.15  # classifier-driven verdicts below sit at least this far from the threshold
 
@@ -141,15 +144,16 @@ def test_choose_threshold_meets_recall_with_best_precision():
     scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
     y = np.array([0, 0, 1, 0, 1, 1, 1], dtype=bool)
     rules = np.zeros(7, dtype=bool)
-    assert safety.choose_threshold(scores, y, rules, 1.0) == pytest.approx(0.25)
+    assert classify.choose_threshold(scores, y, rules, 1.0) == pytest.approx(0.25)
     rules[2] = True  # a rule already catches the low-scoring one: the threshold can rise
-    assert safety.choose_threshold(scores, y, rules, 1.0) == pytest.approx(0.65)
+    assert classify.choose_threshold(scores, y, rules, 1.0) == pytest.approx(0.65)
 
 
 def test_shipped_classifier_matches_the_data_file():
     meta = safety.classifier().meta
-    assert meta["data_sha256"] == safety.data_sha256(), "data changed: python -m helpers.safety fit"
-    assert meta["examples"] == len(safety.read_examples())
+    refit = "data changed: python -m helpers safety fit"
+    assert meta["data_sha256"] == classify.data_sha256(), refit
+    assert meta["examples"] == len(classify.read_examples())
 
 
 def test_evaluate_filter_reports_held_out_results():
@@ -172,7 +176,38 @@ def test_read_examples_names_the_bad_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "label": "maybe"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl, line 2: field 'label'"):
-        safety.read_examples(path)
+        classify.read_examples(path)
     path.write_text(json.dumps({"messages": []}) + "\n")
     with pytest.raises(ValueError, match="line 1: needs a user message"):
-        safety.read_examples(path)
+        classify.read_examples(path)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line that has only the safety command group."""
+    parser = argparse.ArgumentParser(prog="python -m helpers")
+    safety_cli.add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_the_safety_command_runs_each_action(monkeypatch, capsys):
+    calls = []
+
+    def record(*call, result=None):
+        calls.append(call)
+        return result
+
+    monkeypatch.setattr(evaluation, "evaluate_filter", lambda seed: record("evaluate", seed))
+    monkeypatch.setattr(evaluation, "benchmark", lambda: record("benchmark", result=1.0))
+    monkeypatch.setattr(classify, "fit_classifier", lambda seed: record("fit", seed, result="c"))
+    monkeypatch.setattr(classify, "save_classifier", lambda c: record("save", c, result="f.json"))
+    for argv in (["safety", "evaluate", "--seed", "3"], ["safety", "benchmark"], ["safety", "fit"]):
+        args = parse(argv)
+        assert args.func(args) == 0
+    assert calls == [("evaluate", 3), ("benchmark",), ("fit", 0), ("save", "c")]
+    assert capsys.readouterr().out == "None\nwrote f.json\n"
+
+
+def test_the_safety_command_rejects_an_unknown_action(capsys):
+    with pytest.raises(SystemExit) as exit:
+        parse(["safety", "refit"])
+    assert exit.value.code == 2 and "invalid choice: 'refit'" in capsys.readouterr().err

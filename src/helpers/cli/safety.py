@@ -1,0 +1,38 @@
+"""``safety fit|evaluate|benchmark``: refit, measure and time the medical safety filter."""
+
+from __future__ import annotations
+
+import argparse
+
+ACTIONS = {
+    "fit": "refit the classifier on the labelled data and write it next to the rules",
+    "evaluate": "held-out precision and recall of the rules, the classifier and both",
+    "benchmark": "milliseconds per check_request",
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one safety action and return the exit status."""
+    from helpers.safety import classify, evaluation
+
+    if args.action == "fit":
+        clf = classify.fit_classifier(seed=args.seed)
+        print(f"wrote {classify.save_classifier(clf)}")
+    elif args.action == "evaluate":
+        print(evaluation.evaluate_filter(seed=args.seed))
+    else:
+        evaluation.benchmark()
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Register ``safety``."""
+    actions = "; ".join(f"{name}: {what}" for name, what in ACTIONS.items())
+    safety = commands.add_parser(
+        "safety", help="fit, evaluate or time the medical safety filter", description=actions
+    )
+    safety.add_argument("action", choices=tuple(ACTIONS), help="what to do")
+    safety.add_argument(
+        "--seed", type=int, default=0, help="seed of the folds and the fit (default 0)"
+    )
+    safety.set_defaults(func=run)

@@ -1,0 +1,97 @@
+"""The public checks: requests (rules, then the classifier), answers, refusals, the disclaimer."""
+
+from __future__ import annotations
+
+from helpers import embeddings
+from helpers.safety.classify import classifier
+from helpers.safety.rules import Verdict, match_request_rules, match_response_rules
+from helpers.safety.text import check_text
+
+DISCLAIMER = "⚠️ These are general guidelines; consult your physician for personalized advice."
+SELF_HARM = "self_harm"
+
+
+def check_request(text: str) -> Verdict:
+    """Decide whether a user's request is dangerous: rules first, then the classifier."""
+    text = check_text(text, "text")
+    if not text.strip():
+        return Verdict(False, reason="empty request")
+    clf = classifier()
+    vector = embeddings.encode(text)
+    score = float(clf.scores(vector)[0])
+    rule = match_request_rules(text)
+    if rule is not None:
+        return Verdict(True, rule.category, rule.reason, score)
+    if score >= clf.threshold:
+        reason = f"classifier: P(dangerous) = {score:.2f} >= threshold {clf.threshold:.2f}"
+        return Verdict(True, clf.category(vector), reason, score)
+    return Verdict(
+        False, reason=f"no rule; P(dangerous) = {score:.2f} < {clf.threshold:.2f}", score=score
+    )
+
+
+def check_response(text: str) -> Verdict:
+    """Decide whether an answer recommends a dangerous action (rules on each sentence)."""
+    rule = match_response_rules(check_text(text, "text"))
+    return rule if rule is not None else Verdict(False, reason="no dangerous recommendation found")
+
+
+_SELF_HARM_REFUSAL = (
+    "I'm really sorry you're feeling this way, and I can't help with that. You don't have to "
+    "face this alone. If you are in danger right now, call your local emergency number "
+    "(for example 911 in the US or 112 in Europe) or go to the nearest emergency department. "
+    "You can also reach a crisis line any time: in the US, call or text 988 (Suicide & Crisis "
+    "Lifeline); elsewhere, your local crisis line or emergency services can connect you with "
+    "someone to talk to. If you can, tell someone you trust how you're feeling."
+)
+_CATEGORY_REASONS = {
+    "overdose": "taking more than the label or your prescriber allows can cause serious harm",
+    "stopping_medication": "stopping or changing a prescribed medicine alone can be dangerous",
+    "illegal_drugs": "medicines obtained without a prescription can be fake or unsafe",
+    "dangerous_remedy": "that remedy can cause poisoning or serious injury",
+    "dangerous_procedure": "doing that procedure yourself can cause infection or serious injury",
+    "dangerous_mixing": "that combination can cause dangerous interactions",
+}
+
+
+def refusal(verdict: Verdict) -> str:
+    """Return a refusal for a blocked verdict: crisis help for self-harm, else a professional."""
+    if not verdict.blocked:
+        raise ValueError("refusal() needs a blocked verdict; this one allows the request")
+    if verdict.category == SELF_HARM:
+        return _SELF_HARM_REFUSAL
+    why = _CATEGORY_REASONS.get(verdict.category, "it could put your health at risk")
+    return (
+        f"I'm sorry, but I can't help with that, because {why}. Please talk to a doctor or "
+        "pharmacist, who can advise you safely. If someone may already be in danger, call your "
+        "local emergency number or a poison control center now."
+    )
+
+
+def _is_disclaimer(line: str) -> bool:
+    """Tell whether a line is the disclaimer, with or without its warning sign."""
+    body = DISCLAIMER.removeprefix("⚠️").strip().lower()
+    return line.replace("\ufe0f", "").replace("⚠", "").strip().lower() == body
+
+
+def ensure_disclaimer(text: str) -> str:
+    """Return ``text`` ending with exactly one disclaimer line (existing copies are merged)."""
+    lines = [
+        line for line in check_text(text, "text").strip().splitlines() if not _is_disclaimer(line)
+    ]
+    body = "\n".join(lines).strip()
+    return f"{body}\n{DISCLAIMER}" if body else DISCLAIMER
+
+
+def safe_generate(generate_fn, question: str, **generate_kwargs) -> str:
+    """Answer ``question`` safely: check it, generate, check the answer, add the disclaimer."""
+    verdict = check_request(question)
+    if verdict.blocked:
+        return ensure_disclaimer(refusal(verdict))
+    answer = generate_fn(question, **generate_kwargs)
+    if not isinstance(answer, str):
+        raise TypeError(f"generate_fn must return a string, got {type(answer).__name__}")
+    answer_verdict = check_response(answer)
+    if answer_verdict.blocked:
+        answer = refusal(answer_verdict)
+    return ensure_disclaimer(answer)

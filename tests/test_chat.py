@@ -9,12 +9,12 @@ import torch
 from helpers import chat, models
 from helpers.chat import (
     IGNORE_INDEX,
-    ensure_chat_template,
     make_collator,
     render_prompt,
     tokenize_conversation,
     tokenize_dataset,
 )
+from helpers.models import ensure_chat_template
 
 SYSTEM = {"role": "system", "content": "You are the customer-service assistant for XYZ Corp."}
 SINGLE = [
@@ -141,7 +141,6 @@ def test_base_models_without_a_template_get_chatml(tokenizer):
 
 
 def test_tokenizer_set_up_has_one_home(tokenizer):
-    assert chat.ensure_chat_template is models.ensure_chat_template
     bare = copy.deepcopy(tokenizer)
     bare.chat_template, bare.pad_token = None, None
     models.ensure_chat_template(bare)

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from helpers.data import plain_messages
-from helpers.models import ensure_chat_template  # also importable from here, as before
+from helpers.models import ensure_chat_template
 
 IGNORE_INDEX = -100
 _REPLY_MARK = "\ue000reply\ue000"  # stands in for a reply to find where the template puts it

@@ -17,13 +17,12 @@ from tqdm.auto import tqdm
 
 from helpers.chat import (
     IGNORE_INDEX,
-    ensure_chat_template,
     make_collator,
     prompt_messages,
     render_prompt,
     tokenize_dataset,
 )
-from helpers.models import autocast, set_seed
+from helpers.models import autocast, ensure_chat_template, set_seed
 
 
 def _device(model) -> torch.device:

@@ -13,12 +13,7 @@ from pathlib import Path
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from helpers.chat import make_collator, tokenize_dataset
-from helpers.measure import (  # noqa: F401  (the notebooks import these from here too)
-    MeasureCallback,
-    TrainResult,
-    process_peak_rss_mb,
-    training_memory_gb,
-)
+from helpers.measure import MeasureCallback, TrainResult
 from helpers.models import pick_device, quiet_progress_bars, set_seed, use_bf16
 
 # The learning rate each method gets when none is given: the values notebook 03 uses, which

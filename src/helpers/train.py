@@ -173,7 +173,7 @@ def finetune(
     details = {}
     if report is not None:
         details["truncated_examples"] = list(report.truncated_lines)
-        details["dropped_examples"] = list(getattr(report, "dropped_lines", []))
+        details["dropped_examples"] = list(report.dropped_lines)
     result = run(trainer, output_dir / "final" if save else None, method=method, **details)
     result.model = model
     return result

@@ -24,15 +24,13 @@ def _encoding_name(model: str) -> str | None:
 
 @lru_cache(maxsize=8)
 def openai_encoding(model: str = DEFAULT_OPENAI_MODEL):
-    """Return ``(encoding, library)`` for an OpenAI model: bpe-openai (offline), else tiktoken."""
+    """Return ``(encoding, library)`` for an OpenAI model, from bpe-openai (offline)."""
     with warnings.catch_warnings():  # bpe-openai reads its data with a deprecated importlib call
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import bpe_openai
-        except ImportError:
-            bpe_openai = None
+        import bpe_openai
+
         name = _encoding_name(model)
-        if bpe_openai and model.lower() in bpe_openai.list_supported_models():
+        if model.lower() in bpe_openai.list_supported_models():
             name = bpe_openai.encoding_name_for_model(model)
         if name is None:
             raise ValueError(
@@ -40,13 +38,7 @@ def openai_encoding(model: str = DEFAULT_OPENAI_MODEL):
                 f"as {DEFAULT_OPENAI_MODEL!r} (gpt-4o*/gpt-4.1*/o-series: o200k_base; "
                 "gpt-3.5*/gpt-4: cl100k_base)"
             )
-        if bpe_openai:
-            return bpe_openai.get_encoding(name), "bpe-openai"
-    try:
-        import tiktoken
-    except ImportError:
-        raise ImportError("Counting OpenAI tokens needs bpe-openai (or tiktoken)") from None
-    return tiktoken.get_encoding(name), "tiktoken"
+        return bpe_openai.get_encoding(name), "bpe-openai"
 
 
 def count_openai_tokens(messages: list[dict], model: str = DEFAULT_OPENAI_MODEL) -> int:

@@ -23,7 +23,7 @@ help:
 	@echo "make test-full  the same with the notebooks' default (canonical) runs under nbval: a release check"
 	@echo "make lab        set up, then open JupyterLab on the notebooks"
 	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults, scrubbed)"
-	@echo "make bench      print the training, generation, server and model reload benchmarks"
+	@echo "make bench      print the training, generation, server, sandbox and model reload benchmarks"
 	@echo "make bundle     write an offline install bundle for a room of laptops into runs/bundle/"
 
 $(STAMP): pyproject.toml
@@ -91,6 +91,7 @@ bench: model
 	$(PY) -m helpers bench-train
 	$(PY) -m helpers bench-generate
 	$(PY) -m helpers bench-server
+	$(PY) -m helpers bench-codeexec
 
 bundle: model
 	$(PY) -m helpers bundle

@@ -1,4 +1,5 @@
-"""bench-train: MFU arithmetic, model-shape matmul FLOPs, the seed's pipeline, the report."""
+"""The benchmarks: bench-train (MFU arithmetic, model-shape FLOPs, the seed's pipeline, the
+report), bench-generate and bench-codeexec."""
 
 import json
 from collections import Counter
@@ -8,7 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM
 
-from helpers import bench
+from helpers.bench import flops, generate, pipelines, train
+from helpers.bench.codeexec import bench_codeexec, format_codeexec_line
 from helpers.chat import IGNORE_INDEX, make_collator, tokenize_dataset
 from helpers.data import load_examples
 from helpers.models import ModelLoadError, tiny_model
@@ -29,28 +31,28 @@ SMOLLM2 = LlamaConfig(
 
 
 def test_flops_per_token_is_six_params_for_full_and_four_for_lora():
-    assert bench.flops_per_token(1_000, "full") == 6_000
-    assert bench.flops_per_token(1_000, "lora") == 4_000
+    assert flops.flops_per_token(1_000, "full") == 6_000
+    assert flops.flops_per_token(1_000, "lora") == 4_000
     with pytest.raises(ValueError, match="'qlora'"):
-        bench.flops_per_token(1_000, "qlora")
+        flops.flops_per_token(1_000, "qlora")
 
 
 def test_mfu_is_flops_per_token_times_tokens_per_second_over_peak():
     # 6 x 1e6 FLOPs per token x 1000 tokens/s = 6 GFLOP/s, a quarter of a 24 GFLOP/s peak.
-    assert bench.mfu(1_000_000, "full", 1_000, 24e9) == pytest.approx(0.25)
+    assert flops.mfu(1_000_000, "full", 1_000, 24e9) == pytest.approx(0.25)
     # LoRA: 4 x 1e6 x 1000 = 4 GFLOP/s, half of 8 GFLOP/s.
-    assert bench.mfu(1_000_000, "lora", 1_000, 8e9) == pytest.approx(0.5)
+    assert flops.mfu(1_000_000, "lora", 1_000, 8e9) == pytest.approx(0.5)
 
 
 def test_linear_flops_agree_with_torchs_flop_counter():
     x, weight = torch.randn(7, 576), torch.randn(192, 576)
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.linear(x, weight)
-    assert bench.linear_flops(7, 576, 192) == counter.get_total_flops()
+    assert flops.linear_flops(7, 576, 192) == counter.get_total_flops()
 
 
 def test_smollm2_linear_shapes_are_the_layers_the_model_has():
-    shapes = bench.model_linear_shapes(SMOLLM2)
+    shapes = flops.model_linear_shapes(SMOLLM2)
     assert shapes == {
         (576, 576): 60,  # q_proj, o_proj
         (576, 192): 60,  # k_proj, v_proj
@@ -68,7 +70,7 @@ def test_smollm2_linear_shapes_are_the_layers_the_model_has():
 
 def test_shapes_of_a_model_that_is_not_llama_style_are_a_clear_error():
     with pytest.raises(ValueError, match="'gpt2' model's config has no intermediate_size"):
-        bench.model_linear_shapes(GPT2Config())
+        flops.model_linear_shapes(GPT2Config())
 
 
 def test_model_shape_peak_weights_each_shape_by_its_use():
@@ -79,7 +81,7 @@ def test_model_shape_peak_weights_each_shape_by_its_use():
         return 1.0 if (d_in, d_out) == (2, 3) else 4.0  # seconds per call, scripted
 
     shapes = {(2, 3): 10, (4, 5): 1}
-    peak = bench.model_shape_peak_flops(shapes, tokens=100, dtype=torch.bfloat16, timer=timer)
+    peak = flops.model_shape_peak_flops(shapes, tokens=100, dtype=torch.bfloat16, timer=timer)
     # 10 x 2*100*2*3 + 1 x 2*100*4*5 = 12000 + 4000 FLOPs in 10 x 1 s + 1 x 4 s.
     assert peak == pytest.approx(16_000 / 14)
     assert sorted(calls) == [(100, 2, 3, torch.bfloat16), (100, 4, 5, torch.bfloat16)]
@@ -92,8 +94,8 @@ def test_time_linear_times_runs_long_enough_to_see_past_scheduler_noise(monkeypa
         runs.append(calls)
         return calls * 0.01  # scripted: 10 ms a call
 
-    monkeypatch.setattr(bench, "_time_calls", time_calls)
-    seconds = bench.time_linear(4, 3, 2, torch.float32, repeats=3, min_seconds=0.05)
+    monkeypatch.setattr(flops, "_time_calls", time_calls)
+    seconds = flops.time_linear(4, 3, 2, torch.float32, repeats=3, min_seconds=0.05)
     assert seconds == pytest.approx(0.01)
     assert runs == [1, 2, 4, 8, 8, 8, 8]  # doubled until a run takes 50 ms, then 3 timed runs
 
@@ -109,11 +111,11 @@ def example():
 def test_seed_collator_masks_every_end_of_turn_because_pad_is_eos(tokenizer, example):
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert tokenizer.pad_token_id == end_of_turn
-    row = bench.seed_dataset([example], tokenizer)[0]
-    batch = bench.seed_collator(tokenizer)([row])
+    row = pipelines.seed_dataset([example], tokenizer)[0]
+    batch = pipelines.seed_collator(tokenizer)([row])
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     real = batch["attention_mask"][0].bool()
-    assert len(ids) == bench.SEED_MAX_LENGTH
+    assert len(ids) == pipelines.SEED_MAX_LENGTH
     turns = len(example["messages"])
     assert int((ids[real] == end_of_turn).sum()) == turns  # one per turn, the reply's included
     assert (labels[ids == end_of_turn] == IGNORE_INDEX).all()  # ... and none is trained
@@ -140,19 +142,19 @@ def tiny_folder(tmp_path_factory):
 
 
 def test_seed_loads_on_library_defaults_in_fp32(tiny_folder):
-    model, tokenizer = bench.load_pipeline_model("seed", tiny_folder)
+    model, tokenizer = pipelines.load_pipeline_model("seed", tiny_folder)
     assert model.config._attn_implementation == "sdpa"
     assert model.dtype == torch.float32
     assert tokenizer.pad_token is not None
 
 
 def test_course_loads_eager_on_cpu_or_the_attention_asked_for(tiny_folder):
-    eager, _ = bench.load_pipeline_model("course", tiny_folder)
-    sdpa, _ = bench.load_pipeline_model("course", tiny_folder, "sdpa")
+    eager, _ = pipelines.load_pipeline_model("course", tiny_folder)
+    sdpa, _ = pipelines.load_pipeline_model("course", tiny_folder, "sdpa")
     assert eager.config._attn_implementation == "eager"
     assert sdpa.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="'article'"):
-        bench.load_pipeline_model("article", tiny_folder)
+        pipelines.load_pipeline_model("article", tiny_folder)
 
 
 def test_course_keeps_lora_frozen_weights_in_bf16_and_full_fine_tuning_in_fp32(tiny_folder):
@@ -164,11 +166,11 @@ def test_course_keeps_lora_frozen_weights_in_bf16_and_full_fine_tuning_in_fp32(t
         raise RuntimeError("stop after loading")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bench, "load_pipeline_model", record)
+        patch.setattr(pipelines, "load_pipeline_model", record)
         for pipeline, method in (("course", "lora"), ("course", "full"), ("seed", "lora")):
             with pytest.raises(RuntimeError, match="stop after loading"):
                 steps, batch_size, packing, bf16 = 1, 2, False, True
-                bench.train_pipeline(
+                pipelines.train_pipeline(
                     pipeline,
                     None,
                     tiny_folder,
@@ -220,11 +222,11 @@ def test_bench_train_prepares_first_and_reports_each_pipeline(tiny_folder, monke
         assert shapes[(64, 128)] == 4  # the tiny model's own gate and up projections
         return PEAKS[dtype]
 
-    monkeypatch.setattr(bench, "resolve_model_path", prepare)
-    monkeypatch.setattr(bench, "_in_fresh_process", fresh_process)
-    monkeypatch.setattr(bench, "_peaks", peaks)
+    monkeypatch.setattr(train, "resolve_model_path", prepare)
+    monkeypatch.setattr(train, "_in_fresh_process", fresh_process)
+    monkeypatch.setattr(train, "peaks", peaks)
     examples = load_examples(sample_path("customer_service"))
-    figures = bench.bench_train("some-model", examples, steps=2, batch_size=3, bf16=True)
+    figures = train.bench_train("some-model", examples, steps=2, batch_size=3, bf16=True)
 
     assert events[:4] == [
         ("prepare", "some-model"),
@@ -253,9 +255,9 @@ def test_bench_train_refuses_an_unknown_model_before_starting_a_pipeline(monkeyp
         raise AssertionError("a pipeline started")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(bench, "_in_fresh_process", fresh_process)
+    monkeypatch.setattr(train, "_in_fresh_process", fresh_process)
     with pytest.raises(ModelLoadError, match="no-such/model"):
-        bench.bench_train("no-such/model", [], steps=1, batch_size=1)
+        train.bench_train("no-such/model", [], steps=1, batch_size=1)
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -300,7 +302,7 @@ FIGURES = {
 
 
 def test_table_shows_every_figure_within_100_columns():
-    table = bench.format_table(FIGURES)
+    table = train.format_table(FIGURES)
     for text in [
         FIGURES["model"],
         "24 examples",
@@ -316,7 +318,7 @@ def test_table_shows_every_figure_within_100_columns():
     ]:
         assert text in table, text
     assert max(len(line) for line in table.splitlines()) <= 100
-    slow = bench.format_table({**FIGURES, "baseline_tokens_per_s": 1.712, "tokens_per_s": 7.4251})
+    slow = train.format_table({**FIGURES, "baseline_tokens_per_s": 1.712, "tokens_per_s": 7.4251})
     assert "1.71" in slow and "7.43" in slow  # a slow machine's rates keep their digits
     lines = table.splitlines()
     assert any(line.startswith("MFU vs model-shape peak") for line in lines)
@@ -327,9 +329,7 @@ def test_table_shows_every_figure_within_100_columns():
 
 
 def test_bench_generate_compares_both_precisions_with_plain_generate():
-    from helpers import bench_generate
-
-    figures = bench_generate.bench_generate(
+    figures = generate.bench_generate(
         "tiny-random-llama", prompts=3, max_new_tokens=4, batch_size=2
     )
     assert figures["prompts"] == 3 and figures["baseline_tokens_per_s"] > 0
@@ -338,13 +338,20 @@ def test_bench_generate_compares_both_precisions_with_plain_generate():
         assert figures[f"{label}_speedup"] == pytest.approx(
             figures[f"{label}_tokens_per_s"] / figures["baseline_tokens_per_s"]
         )
-    table = bench_generate.format_generate_table(figures).splitlines()
+    table = generate.format_generate_table(figures).splitlines()
     assert table[2].startswith("plain generate") and table[3].startswith("evaluate.generate")
     assert all(len(line) <= 100 for line in table)
 
 
 def test_reply_tokens_count_each_reply_and_its_end_of_turn(tokenizer):
-    from helpers.bench_generate import reply_tokens
-
     hello = len(tokenizer("Hello there", add_special_tokens=False)["input_ids"])
-    assert reply_tokens(tokenizer, ["Hello there", ""]) == hello + 1 + 1
+    assert generate.reply_tokens(tokenizer, ["Hello there", ""]) == hello + 1 + 1
+
+
+# --- the sandbox benchmark ----------------------------------------------------------------
+
+
+def test_bench_codeexec_reports_per_call_figures():
+    figures = bench_codeexec(n=1, workers=1)
+    assert set(figures) >= {"sequential_ms_per_call", "parallel_ms_per_task", "sandboxed"}
+    assert "ms per call sequentially" in format_codeexec_line(figures)

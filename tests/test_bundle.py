@@ -1,7 +1,7 @@
 """The offline install bundle: pinned requirements, the wheel check, install.sh, the layout.
 
 Nothing here downloads: pip is replaced by a function that writes empty wheel files, or by
-a fake result. The real build and an offline install were checked by hand (see bundle.py).
+a fake result. The real build and an offline install were checked by hand (see helpers/bundle).
 """
 
 import os
@@ -14,7 +14,8 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from helpers import bundle, models
-from helpers.__main__ import main
+from helpers.bundle import build, templates, wheels
+from helpers.cli import main
 
 
 def pins(reqs: list[str]) -> dict[str, str]:
@@ -60,7 +61,7 @@ def make_dist(root, name, version, editable=False):
 
 
 def test_requirements_pin_this_environment_without_the_project():
-    reqs = bundle.requirements()
+    reqs = wheels.requirements()
     pinned = pins(reqs)
     assert "finetune-course" not in pinned
     assert all(r.count("==") == 1 for r in reqs if r != "wheel")
@@ -81,7 +82,7 @@ def test_requirements_skip_editable_installs_and_duplicates(tmp_path):
         make_dist(tmp_path / "b", "some-package", "9.9"),  # shadowed by the first on sys.path
         make_dist(tmp_path / "a", "setuptools", "80.0"),
     ]
-    reqs = bundle.requirements(dists)
+    reqs = wheels.requirements(dists)
     assert "Some_Package==1.2.3" in reqs
     assert "setuptools==80.0" in reqs
     assert "pip" in reqs and "wheel" in reqs  # not installed: the newest
@@ -98,8 +99,8 @@ dependencies = ["torch>=2.4", "Some_Pkg>=1.0", "bwrap-bin>=0.1; sys_platform == 
 dev = ["pytest>=8.0"]
 """
     ok = ["torch==2.13.0+cpu", "some-pkg==1.2", "pytest==9.2.0"]
-    assert bundle.unmet(ok, pyproject) == []
-    assert bundle.unmet(["torch==2.3.1", "some-pkg==1.2"], pyproject) == [
+    assert wheels.unmet(ok, pyproject) == []
+    assert wheels.unmet(["torch==2.3.1", "some-pkg==1.2"], pyproject) == [
         "torch>=2.4 (installed: 2.3.1)",
         "pytest>=8.0 (installed: none)",
     ]
@@ -116,8 +117,8 @@ def test_missing_wheels_matches_normalized_names_and_local_versions(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "pandas-3.1.1.tar.gz").write_bytes(b"")  # an sdist is not a wheel
     reqs = ["pyyaml==6.0.4", "rouge-score==0.1.2", "torch==2.13.0+cpu", "wheel"]
-    assert bundle.missing_wheels(reqs, tmp_path) == []
-    assert bundle.missing_wheels(["numpy==2.4.6", "torch==2.13.0", "pandas==3.1.1"], tmp_path) == [
+    assert wheels.missing_wheels(reqs, tmp_path) == []
+    assert wheels.missing_wheels(["numpy==2.4.6", "torch==2.13.0", "pandas==3.1.1"], tmp_path) == [
         "numpy==2.4.6",
         "torch==2.13.0",
         "pandas==3.1.1",
@@ -132,8 +133,8 @@ def test_pip_wheel_runs_without_dependencies_on_the_pinned_list(tmp_path, monkey
         seen["listing"] = Path(command[command.index("-r") + 1]).read_text().split()
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(bundle.subprocess, "run", run)
-    bundle._pip_wheel(["a==1", "b==2"], tmp_path)
+    monkeypatch.setattr(wheels.subprocess, "run", run)
+    wheels._pip_wheel(["a==1", "b==2"], tmp_path)
     assert seen["command"][1:4] == ["-m", "pip", "wheel"]
     assert "--no-deps" in seen["command"]
     assert seen["command"][seen["command"].index("--wheel-dir") + 1] == str(tmp_path)
@@ -146,10 +147,10 @@ def test_download_failure_names_the_package(tmp_path, monkeypatch):
         "versions: none)\nERROR: No matching distribution found for nosuch==1.0\n"
     )
     monkeypatch.setattr(
-        bundle, "_pip_wheel", lambda *a: subprocess.CompletedProcess([], 1, "", stderr)
+        wheels, "_pip_wheel", lambda *a: subprocess.CompletedProcess([], 1, "", stderr)
     )
     with pytest.raises(bundle.BundleError, match=r"pip could not get nosuch==1\.0"):
-        bundle.download_wheels(["nosuch==1.0"], tmp_path)
+        wheels.download_wheels(["nosuch==1.0"], tmp_path)
 
 
 def test_a_local_torch_build_falls_back_to_its_index(tmp_path, monkeypatch):
@@ -160,8 +161,8 @@ def test_a_local_torch_build_falls_back_to_its_index(tmp_path, monkeypatch):
         failed = reqs == ["torch==2.13.0+cpu"] and not options
         return subprocess.CompletedProcess([], int(failed), "", "ERROR: nope" if failed else "")
 
-    monkeypatch.setattr(bundle, "_pip_wheel", pip_wheel)
-    bundle.download_wheels(["numpy==2.4.6", "torch==2.13.0+cpu"], tmp_path)
+    monkeypatch.setattr(wheels, "_pip_wheel", pip_wheel)
+    wheels.download_wheels(["numpy==2.4.6", "torch==2.13.0+cpu"], tmp_path)
     assert calls == [
         (["numpy==2.4.6"], ()),  # everything else in one call
         (["torch==2.13.0+cpu"], ()),  # pip's own configuration first
@@ -170,7 +171,7 @@ def test_a_local_torch_build_falls_back_to_its_index(tmp_path, monkeypatch):
 
 
 def test_install_script_installs_offline_through_the_makefile(tmp_path):
-    script = bundle.install_script("torch==2.13.0+cpu")
+    script = templates.install_script("torch==2.13.0+cpu")
     assert "@" not in script.replace("$@", "")  # every placeholder filled
     assert "PIP_NO_INDEX=1" in script
     assert 'PIP_FIND_LINKS="$BUNDLE/wheels"' in script
@@ -183,7 +184,7 @@ def test_install_script_installs_offline_through_the_makefile(tmp_path):
 
 
 def test_install_script_refuses_another_python_before_touching_anything(tmp_path):
-    (tmp_path / "install.sh").write_text(bundle.install_script("torch==2.13.0"))
+    (tmp_path / "install.sh").write_text(templates.install_script("torch==2.13.0"))
     other = tmp_path / "python-other"
     other.write_text('#!/bin/sh\necho "3.99 Plan9 z80"\n')
     other.chmod(0o755)
@@ -200,7 +201,7 @@ def test_install_script_refuses_another_python_before_touching_anything(tmp_path
 
 
 def test_copy_model_copies_the_converted_folder(prepared, tmp_path):
-    copy = bundle.copy_model(tmp_path / "out")
+    copy = build.copy_model(tmp_path / "out")
     assert copy == tmp_path / "out" / models.EMBEDDED_MODEL
     assert (copy / "config.json").read_text() == "{}\n"
     assert (copy / "model.safetensors").stat().st_size == 1000
@@ -208,15 +209,15 @@ def test_copy_model_copies_the_converted_folder(prepared, tmp_path):
 
 def test_a_missing_model_says_to_prepare_it(model_cache, tmp_path):
     with pytest.raises(bundle.BundleError, match="python -m helpers prepare-model"):
-        bundle.copy_model(tmp_path / "out")
+        build.copy_model(tmp_path / "out")
 
 
 def test_build_bundle_writes_every_part(prepared, tmp_path, capsys):
-    out = bundle.build_bundle(tmp_path / "bundle", download=fake_download)
+    out = build.build_bundle(tmp_path / "bundle", download=fake_download)
     assert sorted(p.name for p in out.iterdir()) == sorted(bundle.PARTS)
     assert os.access(out / "install.sh", os.X_OK)
     reqs = (out / "requirements.txt").read_text().split()
-    assert reqs == bundle.requirements()
+    assert reqs == wheels.requirements()
     assert len(list((out / "wheels").glob("*.whl"))) == len(reqs)
     assert (out / "model" / models.EMBEDDED_MODEL / "model.safetensors").is_file()
     with tarfile.open(out / bundle.SOURCE) as source:
@@ -227,22 +228,22 @@ def test_build_bundle_writes_every_part(prepared, tmp_path, capsys):
     assert "Bundle:" in printed and "install.sh" in printed and "kB" in printed
 
     (out / "wheels" / "stale-0.1-py3-none-any.whl").write_bytes(b"")
-    bundle.build_bundle(out, download=fake_download)  # a rebuild replaces the old bundle
+    build.build_bundle(out, download=fake_download)  # a rebuild replaces the old bundle
     assert not (out / "wheels" / "stale-0.1-py3-none-any.whl").exists()
 
 
 def test_build_bundle_refuses_a_folder_with_other_files(prepared, tmp_path):
     (tmp_path / "mine.txt").write_text("keep me\n")
     with pytest.raises(bundle.BundleError, match="holds more than a bundle"):
-        bundle.build_bundle(tmp_path, download=fake_download)
+        build.build_bundle(tmp_path, download=fake_download)
     assert (tmp_path / "mine.txt").is_file()
 
 
 def test_build_bundle_refuses_an_environment_without_torch(prepared, tmp_path, monkeypatch):
-    reqs = [r for r in bundle.requirements() if not r.startswith("torch==")]
-    monkeypatch.setattr(bundle, "requirements", lambda: reqs)
+    reqs = [r for r in wheels.requirements() if not r.startswith("torch==")]
+    monkeypatch.setattr(build, "requirements", lambda: reqs)
     with pytest.raises(bundle.BundleError, match=r"torch>=2\.4 \(installed: none\).*make setup"):
-        bundle.build_bundle(tmp_path / "bundle", download=fake_download)
+        build.build_bundle(tmp_path / "bundle", download=fake_download)
     assert not (tmp_path / "bundle" / "wheels").exists()
 
 

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from helpers import data
-from helpers.__main__ import main
+from helpers.cli import COMMAND_MODULES, build_parser, main
 from helpers.models import EMBEDDED_MODEL
 from helpers.paths import sample_path
 
@@ -97,6 +97,7 @@ ARGUMENT_CASES = {
     "serve-alias": (["serve", "--alias", "gpt-4o-mini"], ["--alias", "NAME=MODEL"]),
     "bench-server-concurrency": (["bench-server", "--concurrency", "0"], ["--concurrency"]),
     "bench-server-max-tokens": (["bench-server", "--max-tokens", "-5"], ["--max-tokens"]),
+    "bench-codeexec-tasks": (["bench-codeexec", "--tasks", "0"], ["--tasks", "at least 1"]),
     "batch-missing-notebook": (["batch", "{tmp}/missing.ipynb"], ["missing.ipynb"]),
     "batch-param-without-value": (["batch", "-p", "lora_r"], ["--param", "NAME=VALUE"]),
     "batch-param-bad-yaml": (["batch", "-p", "lora_r=[4,"], ["--param", "YAML"]),
@@ -133,15 +134,13 @@ IMPORTING_TORCH_CASES = {
 @pytest.fixture
 def nothing_heavy(monkeypatch):
     """Fail the test if a command gets past its checks to training, serving or running notebooks."""
-    from helpers import bench, config
-    from helpers.batch import pool
 
     def must_not_run(*args, **kwargs):
         pytest.fail("bad input got past the command's checks")
 
-    monkeypatch.setattr(config, "train_from_config", must_not_run)
-    monkeypatch.setattr(bench, "bench_train", must_not_run)
-    monkeypatch.setattr(pool, "run_grid", must_not_run)
+    monkeypatch.setattr("helpers.cli.train_config.train_from_config", must_not_run)
+    monkeypatch.setattr("helpers.bench.train.bench_train", must_not_run)
+    monkeypatch.setattr("helpers.batch.pool.run_grid", must_not_run)
     monkeypatch.setattr("uvicorn.run", must_not_run)
 
 
@@ -183,12 +182,11 @@ CONFIG_CASES = {
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if ``train`` gets as far as loading the model and training."""
-    from helpers import config
 
     def must_not_run(values):
         pytest.fail("a bad config reached train_from_config")
 
-    monkeypatch.setattr(config, "train_from_config", must_not_run)
+    monkeypatch.setattr("helpers.cli.train_config.train_from_config", must_not_run)
 
 
 def train_rejects(config, capsys, *words: str) -> None:
@@ -245,7 +243,7 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch, tmp_path):
     def broken(args):
         raise KeyError("a bug")
 
-    monkeypatch.setattr("helpers.__main__.cmd_validate", broken)
+    monkeypatch.setattr("helpers.cli.data.cmd_validate", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["validate", str(tmp_path / "x.jsonl")])
 
@@ -254,7 +252,7 @@ def test_a_file_error_without_a_file_name_keeps_its_traceback(monkeypatch):
     def broken(args):
         raise FileNotFoundError("an internal file is missing")
 
-    monkeypatch.setattr("helpers.__main__.cmd_validate", broken)
+    monkeypatch.setattr("helpers.cli.data.cmd_validate", broken)
     with pytest.raises(FileNotFoundError):
         main(["validate", "x.jsonl"])
 
@@ -271,7 +269,7 @@ def test_split_writes_what_data_split_file_writes(tmp_path, capsys):
 
 
 def test_train_prints_truncated_and_dropped_examples(tmp_path, monkeypatch, capsys):
-    from helpers import config as training_config
+    from helpers.cli import train_config
     from helpers.measure import TrainResult
 
     config = tmp_path / "config.yaml"
@@ -282,7 +280,7 @@ def test_train_prints_truncated_and_dropped_examples(tmp_path, monkeypatch, caps
             TrainResult(method="lora"),
         ]
     )
-    monkeypatch.setattr(training_config, "train_from_config", lambda values: next(results))
+    monkeypatch.setattr(train_config, "train_from_config", lambda values: next(results))
     assert main(["train", str(config)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["method"] == "lora"
@@ -292,3 +290,42 @@ def test_train_prints_truncated_and_dropped_examples(tmp_path, monkeypatch, caps
     ]
     assert main(["train", str(config)]) == 0
     assert capsys.readouterr().err == ""
+
+
+# --- the parser: one module per command group ---------------------------------------------
+
+COMMANDS = {
+    "info": ["info", "prepare-model"],
+    "data": ["validate", "split", "stats"],
+    "train": ["train"],
+    "serve": ["serve"],
+    "bench": ["bench-train", "bench-server", "bench-generate", "bench-codeexec"],
+    "bundle": ["bundle"],
+    "batch": ["batch", "workshop", "scrub"],
+    "safety": ["safety"],
+}
+
+
+def test_every_command_group_lists_its_commands_in_the_help(capsys):
+    assert set(COMMAND_MODULES) == set(COMMANDS)
+    build_parser().print_help()
+    listed = capsys.readouterr().out
+    for name in (name for names in COMMANDS.values() for name in names):
+        assert f"\n    {name} " in listed or f"\n    {name}\n" in listed, name
+
+
+@pytest.mark.parametrize("name", [name for names in COMMANDS.values() for name in names])
+def test_every_command_answers_help(capsys, name):
+    with pytest.raises(SystemExit) as exit:
+        main([name, "--help"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m helpers {name} ")
+
+
+def test_the_command_line_starts_without_torch():
+    code = "import sys, helpers.cli; helpers.cli.build_parser(); print(list(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    for heavy in ("torch", "transformers", "numpy", "pandas", "fastapi"):
+        assert f"'{heavy}'" not in loaded, heavy

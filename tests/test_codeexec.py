@@ -312,12 +312,6 @@ def test_without_a_sandbox_it_warns_once_and_still_judges(monkeypatch):
     assert [(r.status, r.sandboxed) for r in results] == [("passed", False), ("failed", False)]
 
 
-def test_benchmark_reports_per_call_figures(capsys):
-    figures = codeexec.benchmark(n=1, workers=1)
-    assert set(figures) >= {"sequential_ms_per_call", "parallel_ms_per_task", "sandboxed"}
-    assert "ms per call sequentially" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize(
     ("n", "c", "k", "expected"),
     [

@@ -10,8 +10,8 @@ import warnings
 import pytest
 
 from helpers import data
-from helpers.__main__ import main
 from helpers.chat import tokenize_conversation
+from helpers.cli import main
 from helpers.evaluate import closes_with_contact_us, greets_hello
 from helpers.paths import samples_dir
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.__main__ import main
-from helpers.config import load_config
+from helpers.cli import main
+from helpers.cli.train_config import load_config
 
 
 def _config(tmp_path: Path, **extra) -> Path:

@@ -23,9 +23,9 @@ from transformers import (
     TrainerCallback,
 )
 
-from helpers import config as training_config
 from helpers import measure, models, train
-from helpers.config import ConfigError, load_config
+from helpers.cli import train_config
+from helpers.cli.train_config import ConfigError, load_config
 from helpers.evaluate import mean_loss
 from helpers.measure import TrainResult, training_memory_gb
 from helpers.train import DEFAULT_LEARNING_RATES, LORA_DEFAULTS, finetune, lora_parameter_count
@@ -629,7 +629,7 @@ def test_train_from_config_uses_the_lora_rate_and_the_process_device(tmp_path, m
         "lora:\n  use_rslora: true\n"
         "training:\n  max_steps: 1\n  per_device_train_batch_size: 2\n  disable_tqdm: true\n"
     )
-    result = training_config.train_from_config(load_config(path))
+    result = train_config.train_from_config(load_config(path))
     # models picks the device; LoRA's frozen weights load in the dtype the method wants
     dtype = models.frozen_weights_dtype("lora")
     assert loaded == {"name": models.EMBEDDED_MODEL, "device": None, "dtype": dtype}

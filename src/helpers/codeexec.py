@@ -139,34 +139,6 @@ def is_sandboxed() -> bool:
     return _sandbox() is not None
 
 
-def benchmark(n: int = 20, workers: int | None = None) -> dict:
-    """Time n trivial passing tasks, sequentially and with ``run_many``; print and return it."""
-    task = ("def answer():\n    return 42\n", "assert answer() == 42")
-    run_tests(*task)  # warm-up, and the one-time sandbox probe
-    start = time.perf_counter()
-    results = [run_tests(*task) for _ in range(n)]
-    sequential = time.perf_counter() - start
-    start = time.perf_counter()
-    results += run_many([task] * n, workers=workers)
-    parallel = time.perf_counter() - start
-    if not all(r.passed for r in results):
-        raise RuntimeError(f"benchmark task did not pass: {results[0]}")
-    figures = {
-        "n": n,
-        "sandboxed": results[0].sandboxed,
-        "workers": workers or os.cpu_count() or 1,
-        "sequential_ms_per_call": 1000 * sequential / n,
-        "parallel_ms_per_task": 1000 * parallel / n,
-    }
-    print(
-        f"codeexec ({'bubblewrap' if figures['sandboxed'] else 'no sandbox'}), {n} trivial tasks: "
-        f"{figures['sequential_ms_per_call']:.0f} ms per call sequentially, "
-        f"{figures['parallel_ms_per_task']:.0f} ms per task with run_many "
-        f"({figures['workers']} workers)"
-    )
-    return figures
-
-
 def _check_inputs(code: object, tests: object, timeout: object) -> str:
     """Validate the arguments; return the tests as one string of Python."""
     if not isinstance(code, str):
@@ -404,7 +376,3 @@ def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, bw
     if b"tests" in lines:
         return "failed", f"the process {how} during the tests"
     return "error", f"the process {how} before the tests ran"
-
-
-if __name__ == "__main__":
-    benchmark()

@@ -76,6 +76,7 @@ def _key_lines(text: str) -> dict[tuple, int]:
     lines = {}
 
     def walk(node, prefix):
+        """Record the line of every key under ``node``, whose keys are ``prefix``."""
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 lines[(*prefix, str(key.value))] = key.start_mark.line + 1

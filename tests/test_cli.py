@@ -329,3 +329,13 @@ def test_the_command_line_starts_without_torch():
     ).stdout
     for heavy in ("torch", "transformers", "numpy", "pandas", "fastapi"):
         assert f"'{heavy}'" not in loaded, heavy
+
+
+def test_a_broken_rules_file_is_one_error_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    from helpers.safety import evaluation, load_rules
+
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("requests:\n  rules:\n    - name: x\n      category: overdose\n")
+    monkeypatch.setattr(evaluation, "benchmark", lambda: load_rules(broken))
+    assert main(["safety", "benchmark"]) == 2
+    assert_one_error(capsys.readouterr().err, str(broken), "missing field 'responses'")

@@ -31,6 +31,7 @@ USER_ERRORS = (
     ("helpers.cli.train_config", "ConfigError"),
     ("helpers.batch.grid", "GridError"),
     ("helpers.bundle", "BundleError"),
+    ("helpers.safety.rulefile", "RuleFileError"),
 )
 # Filesystem errors on a path the user named (they carry its name): one line, exit 2.
 FILE_ERRORS = (

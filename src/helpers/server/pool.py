@@ -12,8 +12,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from pathlib import Path
 
-from helpers.chat import ensure_chat_template
-from helpers.models import load_base_model
+from helpers.models import ensure_chat_template, load_base_model
 from helpers.server.batching import MAX_BATCH, Batcher, supports_batching
 from helpers.server.cores import CoreShare
 

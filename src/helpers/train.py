@@ -3,7 +3,7 @@
 Notebooks build ``TrainingArguments``, ``Trainer`` and ``LoraConfig`` themselves (that
 is the API they teach) and pass a :class:`helpers.measure.MeasureCallback` to the
 Trainer for the measurements. :func:`finetune` does all of it in one call, for the
-server, the command line (:mod:`helpers.config`) and sweeps.
+server, the command line (:mod:`helpers.cli.train_config`) and sweeps.
 """
 
 from __future__ import annotations

@@ -79,8 +79,11 @@ workshop: model
 lab: model
 	$(VENV)/bin/jupyter lab notebooks
 
+# Notebook 03 runs first: notebook 02's cost comparison reads 03's metrics.json.
+CANONICAL  := $(filter %03_lora_peft.ipynb,$(NOTEBOOKS)) $(filter-out %03_lora_peft.ipynb,$(NOTEBOOKS))
+
 notebooks: model
-	@for nb in $(NOTEBOOKS); do \
+	@for nb in $(CANONICAL); do \
 		echo "papermill $$nb"; \
 		(cd notebooks && ../$(PY) -m papermill --cwd . -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
 		$(PY) -m helpers scrub $$nb || exit 1; \

@@ -9,6 +9,7 @@ subprocess, as a user starts it.
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -685,6 +686,52 @@ def test_a_loading_model_does_not_block_chats_with_loaded_ones():
 
 
 # --- crashes and restarts ----------------------------------------------------------------------
+
+
+def test_one_server_per_data_folder(tmp_path):
+    with serving(tmp_path / "data"):
+        second = serving(tmp_path / "data")
+        with pytest.raises(RuntimeError, match="in use by another server.*--data-dir"), second:
+            pass
+        with pytest.raises(RuntimeError, match=f"{os.getpid()}"):  # said before any subprocess
+            start_server(data_dir=tmp_path / "data")
+    with serving(tmp_path / "data") as client:  # the first released the folder when it stopped
+        assert TINY in {m.id for m in client.models.list()}
+
+
+@pytest.mark.slow  # trains, and starts a second server process
+def test_a_second_server_on_the_same_folder_refuses_and_changes_nothing(tmp_path, monkeypatch):
+    """A second ``serve`` on the folder must not repair what the first one is doing."""
+    data_dir = tmp_path / "data"
+    path = write_jsonl(tmp_path / "long.jsonl", short_examples(40))
+    with serving(data_dir, max_steps=20) as client, gated_training(monkeypatch) as steps:
+        running, queued = (
+            client.fine_tuning.jobs.create(model=TINY, training_file=upload(client, path).id)
+            for _ in range(2)
+        )
+        steps.release()  # step 1 runs; step 2 waits: the first job is in the middle of training
+        wait_for(lambda: metrics_steps(client, running.id))
+        wait_for(lambda: client.fine_tuning.jobs.retrieve(queued.id).status == "queued")
+        uploading = data_dir / "files" / ".partial-an-upload-in-progress"
+        uploading.write_bytes(b"half")
+        with socket.socket() as busy:  # the second also fails to listen, as on port 8000
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            second = subprocess.run(
+                [sys.executable, "-m", "helpers", "serve", "--data-dir", str(data_dir)]
+                + ["--port", str(busy.getsockname()[1])],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "FINETUNE_COURSE_API_KEY": "sk-second", "OMP_NUM_THREADS": "1"},
+            )
+        assert client.fine_tuning.jobs.retrieve(running.id).status == "running"
+        assert client.fine_tuning.jobs.retrieve(queued.id).status == "queued"
+        assert uploading.read_bytes() == b"half"
+    output = second.stdout + second.stderr
+    assert second.returncode == 2 and "Traceback" not in output, output
+    (line,) = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+    assert str(data_dir.resolve()) in line and "--data-dir" in line
 
 
 def test_start_removes_unrecorded_files_and_forgets_missing_ones(tmp_path):

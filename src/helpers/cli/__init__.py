@@ -32,6 +32,7 @@ USER_ERRORS = (
     ("helpers.batch.grid", "GridError"),
     ("helpers.bundle", "BundleError"),
     ("helpers.safety.rulefile", "RuleFileError"),
+    ("helpers.server.store", "DataFolderInUse"),
 )
 # Filesystem errors on a path the user named (they carry its name): one line, exit 2.
 FILE_ERRORS = (

@@ -13,8 +13,8 @@ the fine-tuned models answer chat completions. From Python or a notebook::
         ...
 
 Everything the server keeps (SQLite database, files, adapters) lives under its data
-folder, by default ``$CACHE/server``; it listens on 127.0.0.1 and every request needs
-``Authorization: Bearer <key>``.
+folder, by default ``$CACHE/server``, which one server at a time may use; it listens on
+127.0.0.1 and every request needs ``Authorization: Bearer <key>``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers.paths import cache_dir
+from helpers.server.store import DataFolderLock
 
 API_KEY_ENV = "FINETUNE_COURSE_API_KEY"
 PARENT_PID_ENV = "FINETUNE_COURSE_PARENT_PID"  # set by start_server: stop when it is gone
@@ -64,8 +65,13 @@ def run_server(
     """Serve the API until interrupted; the key comes from ``api_key``, the environment or is new.
 
     ``max_steps`` caps every job's training steps (for tests and short workshops);
-    ``aliases`` maps more model names to local models.
+    ``aliases`` maps more model names to local models. Raises
+    :class:`~helpers.server.store.DataFolderInUse` when another server uses the data folder.
     """
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    lock = DataFolderLock(data_dir)
+    lock.acquire()  # DataFolderInUse if another server has it: before anything heavy or repaired
+
     import uvicorn
 
     from helpers.server.app import create_app
@@ -75,10 +81,11 @@ def run_server(
     if not key:
         key = new_api_key()
         print(f"API key (generated): {key}", flush=True)
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
     if parent := os.environ.get(PARENT_PID_ENV):
         threading.Thread(target=_exit_with_parent, args=(int(parent),), daemon=True).start()
-    app = create_app(data_dir, key, max_steps, int(max_upload_mb * 2**20), aliases)
+    app = create_app(
+        data_dir, key, max_steps, int(max_upload_mb * 2**20), aliases, folder_lock=lock
+    )
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Warning: listening on {host}, reachable from other machines.", flush=True)
     print(f"Serving the OpenAI-compatible API at http://{host}:{port}/v1", flush=True)
@@ -159,7 +166,8 @@ def start_server(
     server's output goes to ``server.log`` in its data folder.
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    with DataFolderLock(data_dir):  # another server has it: say so now, not after a start
+        pass
     key, port = api_key or new_api_key(), port or free_port()
     command = [sys.executable, "-m", "helpers", "serve", "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--max-upload-mb", str(max_upload_mb)]

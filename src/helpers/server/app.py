@@ -21,7 +21,7 @@ from helpers.server.errors import APIError, add_error_handlers
 from helpers.server.pool import ModelPool
 from helpers.server.routes import chat, files, health, jobs, models
 from helpers.server.state import ServerState
-from helpers.server.store import Store
+from helpers.server.store import DataFolderLock, Store
 from helpers.server.worker import Worker
 
 ORGANIZATION = "local"  # the ``org`` part of fine-tuned model names
@@ -29,12 +29,20 @@ ORGANIZATION = "local"  # the ``org`` part of fine-tuned model names
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Start the training worker with the app; on shutdown stop it, then close the store."""
+    """Lock the data folder and start the training worker; on shutdown stop it, close the store.
+
+    The lock comes first: the worker's start repairs the folder (fails the jobs it finds
+    running, removes unrecorded files, queues jobs), which only its one server may do.
+    """
     state: ServerState = app.state.server
-    state.worker.start()
-    yield
-    state.worker.stop()
-    state.store.close()
+    state.folder_lock.acquire()  # DataFolderInUse if another server has it
+    try:
+        state.worker.start()
+        yield
+        state.worker.stop()
+        state.store.close()
+    finally:
+        state.folder_lock.release()
 
 
 async def authenticate(request: Request, call_next):
@@ -56,12 +64,17 @@ def create_app(
     max_upload_bytes: int = 100 * 2**20,
     aliases: dict[str, str] | None = None,
     max_loaded_models: int = 3,
+    folder_lock: DataFolderLock | None = None,
 ) -> FastAPI:
-    """Return the server's FastAPI application over a data folder."""
+    """Return the server's FastAPI application over a data folder.
+
+    The app locks the folder when it starts (``folder_lock`` may hold it already).
+    """
     store, cores = Store(data_dir), CoreShare()
     app = FastAPI(title="finetune-course local OpenAI-compatible server", lifespan=lifespan)
     app.state.server = ServerState(
         store=store,
+        folder_lock=folder_lock or DataFolderLock(store.root),
         worker=Worker(store, ORGANIZATION, max_steps, cores),
         cores=cores,
         catalogue=Catalogue(aliases),

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from helpers.server.catalogue import Catalogue
 from helpers.server.cores import CoreShare
 from helpers.server.pool import ModelPool
-from helpers.server.store import Store
+from helpers.server.store import DataFolderLock, Store
 from helpers.server.worker import Worker
 
 
@@ -23,6 +23,7 @@ class ServerState:
     """What the routes share: the store, the training worker, the models and the limits."""
 
     store: Store
+    folder_lock: DataFolderLock  # held from the app's start to its end: one server per folder
     worker: Worker
     cores: CoreShare
     catalogue: Catalogue

@@ -10,7 +10,9 @@ Everything lives under one data folder, so a restart finds it all again:
 - ``jobs/<job id>/``: a job's per-epoch checkpoints, its final adapter and its logs.
 
 A crash can still fall between two steps (a file renamed but not yet recorded);
-:meth:`Store.reconcile` repairs such states when the server starts.
+:meth:`Store.reconcile` repairs such states when the server starts. That repair is only
+right when no other server uses the folder, so a server holds ``server.lock`` in it
+(:class:`DataFolderLock`) from before it repairs anything until it stops.
 """
 
 from __future__ import annotations
@@ -62,6 +64,87 @@ def new_id(prefix: str, length: int = 24) -> str:
 def now() -> int:
     """Return the current Unix time in whole seconds (the API's timestamps)."""
     return int(time.time())
+
+
+class DataFolderInUse(RuntimeError):
+    """Another server holds the data folder; the message names it and how to pick another."""
+
+
+class DataFolderLock:
+    """One server per data folder: an exclusive lock on ``server.lock`` inside it.
+
+    The operating system releases the lock when its holder exits, even when it is
+    killed, so a crashed server never leaves the folder locked. ``acquire`` raises
+    :class:`DataFolderInUse` at once when another process holds it; holding it already
+    (from :func:`helpers.server.run_server`, then the app's start) is not an error.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.root = Path(data_dir).expanduser().resolve()
+        self.path = self.root / "server.lock"
+        self._file = None
+
+    @property
+    def held(self) -> bool:
+        """Tell whether this object holds the lock."""
+        return self._file is not None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`DataFolderInUse` if another server holds it."""
+        if self.held:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 (held open while the server runs)
+        try:
+            _lock_file(handle)
+        except OSError:
+            holder = _holder(handle)
+            handle.close()
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise DataFolderInUse(
+                f"the data folder {self.root} is in use by another server{by}: stop that "
+                f"server, or give this one another folder with --data-dir FOLDER "
+                f"(data_dir= in start_server)"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        """Let the lock go (closing the file releases it); the file itself stays."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> DataFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _holder(handle) -> str:
+    """Return what the lock's holder wrote in the lock file (its process id), or ""."""
+    try:
+        handle.seek(0)
+        return handle.read(32).strip()
+    except OSError:  # Windows: the holder's locked byte cannot be read
+        return ""
+
+
+def _lock_file(handle) -> None:
+    """Lock an open file exclusively without waiting; raise OSError if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: lock the file's first byte instead
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 class Store:

@@ -123,6 +123,27 @@ def test_result_counts_tokens_memory_and_optimizer_state(tiny, tmp_path):
     )
 
 
+@pytest.mark.slow  # trains (or runs a subprocess) for seconds
+def test_packed_run_counts_every_token_it_trains_on(tiny, tmp_path):
+    """A packed batch has no padding: the end-of-turn token, also the pad token, counts."""
+    model, tokenizer = tiny
+    result = finetune(
+        model,
+        tokenizer,
+        EXAMPLES,
+        output_dir=tmp_path,
+        packing=True,
+        num_train_epochs=1,
+        save=False,
+        **FAST,
+    )
+    rendered = [tokenizer.apply_chat_template(e["messages"], return_dict=True) for e in EXAMPLES]
+    ends = sum(r["input_ids"].count(tokenizer.pad_token_id) for r in rendered)
+    assert ends >= 2 * len(EXAMPLES)  # an <|im_end|> per turn: what was lost
+    assert result.tokens_trained == sum(len(r["input_ids"]) for r in rendered)
+    assert result.tokens_per_second == result.tokens_trained / result.train_seconds
+
+
 def _toy_trainer(output_dir, collator, max_steps: int) -> Trainer:
     """A Trainer on a 64-token-vocabulary model, whose steps take milliseconds."""
     config = LlamaConfig(

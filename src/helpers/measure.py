@@ -172,7 +172,8 @@ class MeasureCallback(TrainerCallback):
     saving after it) to its own end, so it includes fetching and collating its batch,
     which Trainer does before ``on_step_begin``; evaluation and saving are left out. On
     CUDA the clock waits for the GPU to finish, so tokens per second is what a user gets.
-    Tokens are counted by Trainer itself (non-padding tokens, or all of a packed batch).
+    Tokens are counted by Trainer itself (non-padding tokens, or all of a packed batch,
+    found under the collators that wrap it: :func:`innermost_collator`).
     """
 
     def __init__(self):
@@ -193,8 +194,7 @@ class MeasureCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         if args.include_num_input_tokens_seen in ("no", False):
-            collate = getattr(train_dataloader, "collate_fn", None)
-            collate = getattr(collate, "data_collator", collate)  # Trainer's column remover
+            collate = innermost_collator(getattr(train_dataloader, "collate_fn", None))
             packed = isinstance(collate, DataCollatorWithFlattening)
             args.include_num_input_tokens_seen = "all" if packed else "non_padding"
         if model is not None:
@@ -260,6 +260,26 @@ class MeasureCallback(TrainerCallback):
             text = json.dumps(result.to_dict(), indent=2)
             (Path(saved_dir) / "train_result.json").write_text(text)
         return result
+
+
+# Attributes under which a wrapping collator keeps the one it wraps: Trainer's column
+# remover (``data_collator``) and helpers.chat.TrainedLogitsCollator (``collator``).
+WRAPPED_COLLATOR_ATTRIBUTES = ("data_collator", "collator")
+
+
+def innermost_collator(collate):
+    """Return the collator that builds the batch, under any collators wrapping it.
+
+    Packing (``DataCollatorWithFlattening``) is recognised there: a packed batch has no
+    padding, so every token counts, the end-of-turn token too, although it is the pad token.
+    """
+    for _ in range(10):  # wrappers of wrappers, but never round a cycle
+        wrapped = [getattr(collate, name, None) for name in WRAPPED_COLLATOR_ATTRIBUTES]
+        inner = next((found for found in wrapped if callable(found)), None)
+        if inner is None:
+            return collate
+        collate = inner
+    return collate
 
 
 def optimizer_state_bytes(optimizer) -> int:

@@ -175,6 +175,18 @@ CONFIG_CASES = {
         ["no_such_field"],
     ),
     "unknown-lora-key": (f"train_file: {json.dumps(SAMPLE)}\nlora:\n  rank: 4\n", ["rank"]),
+    "max-seq-length-negative": (
+        f"train_file: {json.dumps(SAMPLE)}\nmax_seq_length: -5\n",
+        ["line 2", "max_seq_length", "at least 1"],
+    ),
+    "lora-rank-negative": (
+        f"train_file: {json.dumps(SAMPLE)}\nlora:\n  r: -1\n",
+        ["line 3", "lora.r", "at least 1", "-1"],
+    ),
+    "lora-dropout-above-one": (
+        f"train_file: {json.dumps(SAMPLE)}\nlora:\n  r: 4\n  lora_dropout: 1.5\n",
+        ["line 4", "lora.lora_dropout", "1.5"],
+    ),
     "not-a-mapping": ("- a\n- b\n", ["mapping"]),
 }
 
@@ -203,6 +215,39 @@ def test_bad_training_config_is_rejected_before_the_model_loads(
     config = tmp_path / "config.yaml"
     config.write_text(text)
     train_rejects(config, capsys, "config.yaml", *words)
+
+
+# A data file's text, and the words the one error line must contain besides the names of
+# the config and the data file.
+DATA_FILE_CASES = {
+    "empty": ("", ["line 1", "train_file", "no example", "empty"]),
+    "blank-lines-only": ("\n  \n\n", ["train_file", "no example", "empty"]),
+    "every-line-broken": (
+        'not json\n{"messages": [\n{"messages": []}\n',
+        ["line 1", "train_file", "no valid example", "line 1 of", "not valid JSON", "2 more"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DATA_FILE_CASES, ids=list(DATA_FILE_CASES))
+def test_training_file_without_a_valid_example_is_rejected_before_the_model_loads(
+    tmp_path, capsys, no_training, case
+):
+    text, words = DATA_FILE_CASES[case]
+    (tmp_path / "data.jsonl").write_text(text)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"train_file: {json.dumps(str(tmp_path / 'data.jsonl'))}\n")
+    train_rejects(config, capsys, "config.yaml", "data.jsonl", *words)
+
+
+def test_validation_file_without_a_valid_example_is_rejected(tmp_path, capsys, no_training):
+    (tmp_path / "data.jsonl").write_text("[1, 2]\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"train_file: {json.dumps(SAMPLE)}\n"
+        f"validation_file: {json.dumps(str(tmp_path / 'data.jsonl'))}\n"
+    )
+    train_rejects(config, capsys, "config.yaml", "line 2", "validation_file", "data.jsonl")
 
 
 def test_training_config_that_is_not_text(tmp_path, capsys, no_training):

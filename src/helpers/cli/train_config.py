@@ -47,6 +47,15 @@ CONFIG_TYPES = {
 }
 MAY_BE_EMPTY = ("validation_file", "lora", "training")  # ``key:`` with nothing after it
 TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a mapping"}
+# LoRA fields whose values PEFT takes without a check, to fail (or train nothing) later.
+LORA_VALUES = {
+    "r": (lambda value: _is_type(value, int) and value >= 1, "a whole number of at least 1"),
+    "lora_alpha": (lambda value: _is_number(value) and value > 0, "a number above 0"),
+    "lora_dropout": (
+        lambda value: _is_number(value) and 0 <= value < 1,
+        "a number from 0 up to (not including) 1",
+    ),
+}
 SET_ELSEWHERE = {  # fields the config sets in another place
     ("training", "output_dir"): "set output_dir at the top level of the config",
     ("lora", "task_type"): "the course always trains a causal LM (CAUSAL_LM)",
@@ -119,6 +128,8 @@ def _top_level_mistake(config: dict) -> tuple[str, str] | None:
         if not _is_type(value, expected) and not (value is None and key in MAY_BE_EMPTY):
             kind = type(value).__name__
             return key, f"{key} must be {TYPE_NAMES[expected]}, not {kind} {value!r}"
+    if (length := config.get("max_seq_length", 1)) < 1:  # slicing reads -5 as "all but 5"
+        return "max_seq_length", f"max_seq_length must be at least 1, not {length}"
     if config.get("method", CONFIG_DEFAULTS["method"]) not in ("full", "lora"):
         return "method", f"method must be 'full' or 'lora', not {config['method']!r}"
     for key in ("train_file", "validation_file"):
@@ -128,7 +139,34 @@ def _top_level_mistake(config: dict) -> tuple[str, str] | None:
                 f"{key} {config[key]!r} does not exist (looked for {looked}; "
                 f"relative paths start at the repository root)"
             )
+    for key in ("train_file", "validation_file"):
+        if config.get(key) and (problem := _data_file_mistake(key, config[key])):
+            return key, problem
     return None
+
+
+def _data_file_mistake(key: str, value: str) -> str | None:
+    """Return why a data file has no example to use (empty, every line wrong), or None.
+
+    A file with some valid examples passes: training warns about the rest.
+    """
+    from helpers.data import validate
+    from helpers.paths import display_path, from_root
+
+    path = from_root(value)
+    report = validate(path)
+    if report.examples:
+        return None
+    errors = [problem for problem in report.problems if problem.severity == "error"]
+    lines = [problem for problem in errors if problem.line]
+    if not lines:
+        return f"{key} {value!r} has no example: the file is empty"
+    shown, more = display_path(path), len(lines) - 1
+    rest = f"; and {more} more line{'s' if more > 1 else ''} with errors" if more else ""
+    return (
+        f"{key} {value!r} has no valid example: line {lines[0].line} of {shown}: "
+        f"{lines[0].message}{rest} (python -m helpers validate {shown} lists them all)"
+    )
 
 
 def _section_mistake(section: str, values: dict, cls: type, library: str):
@@ -168,6 +206,9 @@ def _config_mistake(config: dict) -> tuple[tuple, str] | None:
     for section, cls, library in sections:
         if mistake := _section_mistake(section, config.get(section) or {}, cls, library):
             return (section, mistake[0]), mistake[1]
+    for name, value in (config.get("lora") or {}).items():
+        if name in LORA_VALUES and not LORA_VALUES[name][0](value):
+            return ("lora", name), f"lora.{name} must be {LORA_VALUES[name][1]}, not {value!r}"
     return None
 
 
@@ -177,7 +218,9 @@ def load_config(path: str | Path) -> dict:
     Any mistake raises :class:`ConfigError` with one message naming the file, the line
     and the field: YAML syntax, unknown keys, wrong types, missing data files, a method
     other than full/lora, ``training:`` fields that ``TrainingArguments`` does not have,
-    ``lora:`` fields that ``LoraConfig`` does not have.
+    ``lora:`` fields that ``LoraConfig`` does not have, LoRA values out of range (``r``,
+    ``lora_alpha``, ``lora_dropout``), data files with no valid example (empty, or every
+    line wrong: the message shows the first wrong line).
     """
     path = Path(path)
     try:

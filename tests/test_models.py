@@ -1,6 +1,9 @@
 """The embedded model: conversion, loading, determinism, clear errors, device and precision."""
 
 import contextlib
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -73,6 +76,59 @@ def test_local_folder_loads_without_the_hub(tmp_path, tiny):
     loaded, loaded_tokenizer = models.load_base_model(str(tmp_path), device="cpu")
     assert models.count_parameters(loaded) == models.count_parameters(model)
     assert loaded_tokenizer.chat_template == tokenizer.chat_template
+
+
+def test_a_loaded_model_uses_no_hub_kernels_unless_the_user_opts_in(tmp_path, tiny, monkeypatch):
+    # On a GPU a kernelized Llama fetches kernels-community/rotary at its first training
+    # step, which fails offline; on a CPU the same switch shows in ``use_kernels``.
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = models.load_base_model(str(tmp_path), device="cpu")
+    assert loaded.use_kernels is False
+    monkeypatch.setenv("USE_HUB_KERNELS", "yes")  # the user's choice wins
+    assert models.load_base_model(str(tmp_path), device="cpu")[0].use_kernels is True
+
+
+def test_hub_kernels_default_off_only_where_the_user_did_not_choose():
+    from transformers.integrations.hub_kernels import _kernels_enabled
+
+    environ = {}
+    assert models.keep_hub_kernels_off(environ) is False and environ == {"USE_HUB_KERNELS": "NO"}
+    environ = {"USE_HUB_KERNELS": "1"}
+    assert models.keep_hub_kernels_off(environ) is True and environ == {"USE_HUB_KERNELS": "1"}
+    # Our reading of the variable is Transformers' own.
+    for value in ("NO", "0", "", "off", "YES", "yes", "1", "on", "True", "y"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("USE_HUB_KERNELS", value)
+            patch.setattr(models.importlib.util, "find_spec", lambda name: object())
+            assert models.hub_kernels()[0] is _kernels_enabled(), value
+
+
+def test_importing_the_helpers_turns_hub_kernels_off_in_a_fresh_process(monkeypatch):
+    code = (
+        "import os, helpers.models as m; from transformers.integrations import hub_kernels as h;"
+        "print(os.environ['USE_HUB_KERNELS'], h._kernels_enabled(), m.hub_kernels()[1])"
+    )
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith("NO False") and "the course's default" in run.stdout
+    monkeypatch.setenv("USE_HUB_KERNELS", "YES")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith("YES True") and "set by you" in run.stdout
+
+
+def test_info_says_whether_hub_kernels_are_on(capsys, monkeypatch):
+    from helpers.cli import main
+
+    monkeypatch.setattr(models, "HUB_KERNELS_CHOSEN_BY_USER", False)
+    monkeypatch.setenv("USE_HUB_KERNELS", "NO")
+    assert main(["info"]) == 0
+    assert "hub kernels   off: USE_HUB_KERNELS=NO, the course's default" in capsys.readouterr().out
+    monkeypatch.setenv("USE_HUB_KERNELS", "YES")
+    assert main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("hub kernels"))
+    assert line.startswith("hub kernels   on: USE_HUB_KERNELS=YES, set by you")
 
 
 def test_tiny_model_shares_the_embedded_tokenizer(tiny, tokenizer):

@@ -37,6 +37,38 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TINY_MODEL = "tiny-random-llama"  # for fast tests only: see tiny_model()
 
+# Transformers 5.25 (with its dependency ``kernels``) swaps layers for kernels fetched from
+# the Hugging Face hub when a model loads, on a GPU (Llama's rotary embedding from
+# kernels-community/rotary). Offline that fetch fails at the first training step. The
+# course works offline, so hub kernels stay off unless the user sets USE_HUB_KERNELS:
+# Transformers reads it at every load (integrations/hub_kernels.py: 1, true, yes, y or on,
+# in any case, enable; anything else disables; unset means enabled).
+HUB_KERNELS_VARIABLE = "USE_HUB_KERNELS"
+HUB_KERNELS_TRUE = ("1", "true", "yes", "y", "on")
+
+
+def keep_hub_kernels_off(environ=os.environ) -> bool:
+    """Set USE_HUB_KERNELS=NO unless the user set it; return whether the user had set it."""
+    chosen = HUB_KERNELS_VARIABLE in environ
+    environ.setdefault(HUB_KERNELS_VARIABLE, "NO")
+    return chosen
+
+
+HUB_KERNELS_CHOSEN_BY_USER = keep_hub_kernels_off()
+
+
+def hub_kernels() -> tuple[bool, str]:
+    """Return ``(enabled, why)``: whether Transformers will fetch kernels from the hub."""
+    value = os.environ.get(HUB_KERNELS_VARIABLE, "")
+    setting = f"{HUB_KERNELS_VARIABLE}={value}"
+    by_default = not HUB_KERNELS_CHOSEN_BY_USER and value == "NO"
+    who = "the course's default" if by_default else "set by you"
+    if value.strip().lower() not in HUB_KERNELS_TRUE:
+        return False, f"{setting}, {who}; {HUB_KERNELS_VARIABLE}=YES fetches them on GPUs"
+    if importlib.util.find_spec("kernels") is None:
+        return False, f"{setting}, {who}, but the kernels package is not installed"
+    return True, f"{setting}, {who}; on GPUs they come from the hub, which fails offline"
+
 
 class ModelLoadError(RuntimeError):
     """A model could not be found or loaded; the message says what to do instead."""

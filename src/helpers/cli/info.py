@@ -43,6 +43,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"device        {device}")
     print(f"cpu           {models.cpu_description()} ({CPU_CLASS_NOTE[models.cpu_has_bf16()]})")
     print(f"bf16          {'yes' if models.use_bf16(device) else 'no'} (mixed precision)")
+    enabled, why = models.hub_kernels()
+    print(f"hub kernels   {'on' if enabled else 'off'}: {why}")
     print(f"cache         {cache_dir()}")
     ready = (models.embedded_model_dir() / "config.json").is_file()
     print(

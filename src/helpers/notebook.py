@@ -131,6 +131,14 @@ class Metrics(dict):
             }
         )
 
+    def claim(self, key: str, claim) -> str:
+        """Record a :class:`helpers.verdicts.Claim` under ``claims``; return its sentence."""
+        claims = self.setdefault("claims", {})
+        if key in claims:
+            raise KeyError(f"claim recorded twice: {key}")
+        claims[key] = claim.record()
+        return claim.markdown()
+
     def save(self, output_dir: str | Path, timer: SectionTimer) -> Path:
         """Add seconds per section, run time and peak memory; write and return metrics.json."""
         from helpers.evaluate import save_metrics

@@ -205,11 +205,42 @@ def test_attention_is_eager_on_cpu_and_the_library_default_elsewhere(device, exp
 
 
 def test_bf16_choice_knows_a_numbered_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert models.use_bf16("cuda:1") is True and models.use_bf16("cuda") is True
     assert models.use_bf16("mps") is False
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert models.use_bf16("cuda:1") is False
+
+
+def _fake_gpu(monkeypatch, major: int) -> None:
+    """Make torch see one CUDA GPU of compute capability ``major``.x that can emulate bf16."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    properties = SimpleNamespace(major=major, minor=5, name="fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: properties)
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+
+
+def test_a_gpu_that_only_emulates_bf16_gets_fp32(monkeypatch):
+    _fake_gpu(monkeypatch, major=7)  # a T4 (Colab, Kaggle): capability 7.5
+    assert torch.cuda.is_bf16_supported() is True  # torch's default counts emulation
+    assert models.use_bf16("cuda") is False
+    assert models.frozen_weights_dtype("lora", "cuda") == torch.float32
+    assert isinstance(models.autocast("cuda"), contextlib.nullcontext)
+    assert models.use_bf16("cuda", requested=True) is True  # asked for, it is still given
+
+
+def test_a_gpu_with_bf16_in_hardware_gets_bf16(monkeypatch):
+    _fake_gpu(monkeypatch, major=8)  # Ampere and later: A100, L4, H100, H200
+    assert models.use_bf16("cuda:0") is True
+    assert models.frozen_weights_dtype("lora", "cuda") == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_this_gpu_gets_bf16_exactly_when_its_hardware_has_it():
+    major = torch.cuda.get_device_properties(0).major
+    assert models.use_bf16("cuda") is (major >= 8)
 
 
 class _FakeModel:

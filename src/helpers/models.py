@@ -412,8 +412,8 @@ def use_bf16(device: str | None = None, requested: bool | None = None) -> bool:
     kind = device_type(device or pick_device())
     if requested is not None:
         return requested
-    if kind == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if kind == "cuda":  # bf16 in hardware only: emulated bf16 (a T4's) is slower than fp32
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return kind == "cpu" and cpu_has_bf16()
 
 

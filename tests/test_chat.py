@@ -309,3 +309,60 @@ def test_kept_positions_round_up_to_few_shapes_without_changing_the_loss(tiny):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(**rounded).loss, model(**exact).loss)
+
+
+# --- two or more GPUs in one process (DataParallel) ---------------------------------------
+
+
+def _fake_gpus(monkeypatch, count: int, launched: bool = False) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if launched:  # torchrun: one process per GPU
+        monkeypatch.setenv("LOCAL_RANK", "0")
+    else:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+
+def _features(tokenizer):
+    rows = [tokenize_conversation(tokenizer, c, 512) for c in (SINGLE, MULTI)]
+    return [{k: v for k, v in r.items() if k != "truncated"} for r in rows]
+
+
+def test_two_gpus_in_one_process_get_batches_that_dataparallel_can_split(tokenizer, monkeypatch):
+    _fake_gpus(monkeypatch, 2)
+    with pytest.warns(UserWarning, match="torchrun --nproc_per_node 2 -m helpers train"):
+        collate = make_collator(tokenizer, pad_to_multiple_of=32)
+    assert not isinstance(collate, chat.TrainedLogitsCollator)
+    batch = collate(_features(tokenizer))
+    # DataParallel scatters every tensor along its first dimension: all must be per row.
+    assert {value.shape[0] for value in batch.values()} == {2}
+    assert "shift_labels" not in batch and "logits_to_keep" not in batch
+    # What it replaces: shift_labels is one flat list, which DataParallel would cut at the
+    # middle of the list, not at the second row's first trained token.
+    trained = make_collator(tokenizer, trained_logits_only=True)(_features(tokenizer))
+    assert trained["shift_labels"].dim() == 1 and trained["shift_labels"].shape[0] != 2
+
+
+@pytest.mark.parametrize(("count", "launched"), [(1, False), (2, True), (8, True)])
+def test_one_gpu_or_one_process_per_gpu_keeps_the_trained_logits(
+    tokenizer, monkeypatch, count, launched
+):
+    _fake_gpus(monkeypatch, count, launched)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(make_collator(tokenizer), chat.TrainedLogitsCollator)
+    assert models.data_parallel_gpus() == 0
+
+
+def test_an_explicit_choice_of_trained_logits_wins_over_the_gpu_count(tokenizer, monkeypatch):
+    _fake_gpus(monkeypatch, 2)
+    assert models.data_parallel_gpus() == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(
+            make_collator(tokenizer, trained_logits_only=True), chat.TrainedLogitsCollator
+        )
+        assert not isinstance(
+            make_collator(tokenizer, trained_logits_only=False), chat.TrainedLogitsCollator
+        )

@@ -126,6 +126,16 @@ def test_mean_loss_matches_the_model_loss_on_assistant_tokens(tiny):
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
 
 
+def test_mean_loss_works_where_two_gpus_would_change_the_training_collator(tiny, monkeypatch):
+    model, tokenizer = tiny
+    examples = [{"messages": c} for c in CONVERSATIONS]
+    expected = evaluate.mean_loss(model, tokenizer, examples, bf16=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert evaluate.mean_loss(model, tokenizer, examples, bf16=False) == expected
+
+
 class EvenOracle(torch.nn.Module):
     """A scripted model: at even positions it predicts the true next token, elsewhere token 0.
 

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from helpers.data import plain_messages
-from helpers.models import ensure_chat_template
+from helpers.models import data_parallel_gpus, ensure_chat_template
 
 IGNORE_INDEX = -100
 _REPLY_MARK = "\ue000reply\ue000"  # stands in for a reply to find where the template puts it
@@ -240,7 +240,7 @@ def make_collator(
     tokenizer,
     packing: bool = False,
     pad_to_multiple_of: int | None = None,
-    trained_logits_only: bool = True,
+    trained_logits_only: bool | None = None,
 ):
     """Return a Transformers collator: dynamic padding per batch, or packing without padding.
 
@@ -249,9 +249,18 @@ def make_collator(
     so attention stays inside each example (``DataCollatorWithFlattening``). With
     ``trained_logits_only`` the batch also tells the model to compute logits only where
     they are trained (:class:`TrainedLogitsCollator`; for models that take
-    ``logits_to_keep``, as every decoder-only model in Transformers does).
+    ``logits_to_keep``, as every decoder-only model in Transformers does). By default it
+    does, except where Trainer would split batches with DataParallel (two or more GPUs in
+    one process): DataParallel splits ``logits_to_keep`` by rows but ``shift_labels`` in
+    flat chunks, so the plain collator is returned, with a warning saying what to run.
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if trained_logits_only is None:
+        gpus = data_parallel_gpus()
+        trained_logits_only = not gpus
+        if gpus:
+            _warn_data_parallel(gpus)
 
     if packing:
         collator = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
@@ -267,3 +276,16 @@ def make_collator(
     if not trained_logits_only:
         return collator
     return TrainedLogitsCollator(collator, pad_to_multiple_of)
+
+
+def _warn_data_parallel(gpus: int) -> None:
+    """Warn that DataParallel's split batches get logits at every position, and what to run."""
+    warnings.warn(
+        f"{gpus} GPUs in one process: Trainer splits each batch across them with DataParallel, "
+        "which cannot split the trained-logits batch (logits_to_keep by rows, shift_labels in "
+        "flat chunks), so logits are computed at every position instead (slower, more memory). "
+        f"To train on all {gpus} GPUs at full speed start one process per GPU: torchrun "
+        f"--nproc_per_node {gpus} -m helpers train CONFIG (accelerate launch for a script); "
+        "for one GPU set CUDA_VISIBLE_DEVICES=0.",
+        stacklevel=3,
+    )

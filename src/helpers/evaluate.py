@@ -71,7 +71,8 @@ def mean_loss(
         examples, _ = tokenize_dataset(examples, tokenizer, max_seq_length)
     # The collator marks the positions whose next token is trained: only those are scored,
     # since the prompt's logits over the 49k vocabulary would cost memory and time for nothing.
-    collate = make_collator(tokenizer, pad_to_multiple_of=32)  # few shapes: see make_collator
+    # One device here (no DataParallel), so the trained positions always come as shift_labels.
+    collate = make_collator(tokenizer, pad_to_multiple_of=32, trained_logits_only=True)
     device = _device(model)
     was_training = model.training
     model.eval()

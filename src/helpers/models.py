@@ -344,6 +344,19 @@ def pick_device() -> str:
     return "cpu"
 
 
+def data_parallel_gpus() -> int:
+    """Return how many GPUs ``Trainer`` will split each batch across with DataParallel (0: none).
+
+    Trainer does that when one process sees two or more GPUs: a notebook on Kaggle's 2 x T4,
+    or ``python -m helpers train`` on a workstation. Under torchrun or accelerate launch
+    (LOCAL_RANK set) each process has its own GPU and batch instead.
+    """
+    if "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return count if count > 1 else 0
+
+
 def device_type(device: str | torch.device) -> str:
     """Return the kind of a device: ``"cuda"`` for ``"cuda:1"``, ``"cpu"``, ``"mps"``."""
     return torch.device(device).type

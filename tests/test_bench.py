@@ -343,6 +343,36 @@ def test_bench_generate_compares_both_precisions_with_plain_generate():
     assert all(len(line) <= 100 for line in table)
 
 
+def test_bench_generate_takes_the_limit_from_the_memory_the_model_is_in(monkeypatch):
+    asked = []
+
+    def fake_bandwidth(device, megabytes=512, repeats=5):
+        asked.append(torch.device(device))
+        return 4.8e12
+
+    monkeypatch.setattr(generate, "read_bandwidth", fake_bandwidth)
+    figures = generate.bench_generate(
+        "tiny-random-llama", prompts=1, max_new_tokens=2, batch_size=1
+    )
+    assert asked == [torch.device("cpu")] and figures["device"] == "cpu"
+    assert figures["read_gb_per_s"] == 4800
+    model, _ = tiny_model()
+    assert figures["batch1_limit_tokens_per_s"] == pytest.approx(
+        generate.batch1_limit(model, 4.8e12)
+    )
+    assert "from cpu memory at 4800.0 GB/s" in generate.format_generate_table(figures)
+
+
+def test_read_bandwidth_reads_the_devices_memory():
+    assert generate.read_bandwidth("cpu", megabytes=8, repeats=2) > 1e8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpus_memory_reads_faster_than_the_hosts():
+    gpu = generate.read_bandwidth("cuda", megabytes=1024)
+    assert gpu > generate.read_bandwidth("cpu") and gpu > 2e11  # HBM or GDDR: hundreds of GB/s
+
+
 def test_reply_tokens_count_each_reply_and_its_end_of_turn(tokenizer):
     hello = len(tokenizer("Hello there", add_special_tokens=False)["input_ids"])
     assert generate.reply_tokens(tokenizer, ["Hello there", ""]) == hello + 1 + 1

@@ -136,6 +136,35 @@ def test_mean_loss_works_where_two_gpus_would_change_the_training_collator(tiny,
     assert evaluate.mean_loss(model, tokenizer, examples, bf16=False) == expected
 
 
+def test_generation_precision_is_the_faster_one_measured_on_each_device(monkeypatch):
+    from helpers import models
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert models.use_bf16("cuda") is True  # training's bf16 on a GPU with bf16 in hardware
+    assert evaluate.generation_bf16("cuda") is False and evaluate.generation_bf16("cuda:1") is False
+    assert evaluate.generation_bf16("cuda", requested=True) is True
+    assert evaluate.generation_bf16("mps") is False
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert evaluate.generation_bf16("cpu") is True and evaluate.generation_bf16(torch.device("cpu"))
+    assert evaluate.generation_bf16("cpu", requested=False) is False
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert evaluate.generation_bf16("cpu") is False
+
+
+def test_generate_uses_the_devices_generation_precision(tiny, monkeypatch):
+    model, tokenizer = tiny
+    asked = []
+
+    def recording_autocast(device, bf16):
+        asked.append((device, bf16))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(evaluate, "autocast", recording_autocast)
+    monkeypatch.setattr(evaluate, "generation_bf16", lambda device, requested=None: "measured")
+    evaluate.generate(model, tokenizer, ["Hi"], max_new_tokens=2, progress=False)
+    assert asked == [("cpu", "measured")]
+
+
 class EvenOracle(torch.nn.Module):
     """A scripted model: at even positions it predicts the true next token, elsewhere token 0.
 

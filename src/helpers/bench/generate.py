@@ -4,8 +4,11 @@ The baseline is what a learner writes first: one prompt at a time, fp32 weights,
 default cache, greedy (``model.generate(**inputs, do_sample=False)``). The course's
 :func:`helpers.evaluate.generate` answers the same prompts in left-padded batches, once
 in fp32 (so its answers can be compared token for token) and once with its default
-precision (bf16 autocast where the CPU computes bf16 natively). Every figure comes from
-one process on one machine; tokens are the reply's tokens, counted the same way for all.
+precision for the device (:func:`helpers.evaluate.generation_bf16`: bf16 autocast where
+a CPU computes bf16 natively, fp32 on a GPU). Every figure comes from one process on one
+machine; tokens are the reply's tokens, counted the same way for all. The batch-1 limit
+comes from the read bandwidth of the memory the weights are in: the GPU's for a model on
+a GPU.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import time
 import torch
 
 from helpers.chat import render_prompt
-from helpers.evaluate import generate
-from helpers.models import EMBEDDED_MODEL, load_base_model, use_bf16
+from helpers.evaluate import generate, generation_bf16
+from helpers.models import EMBEDDED_MODEL, load_base_model
 
 
 def sample_prompts(count: int) -> list[list[dict]]:
@@ -55,10 +58,31 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """Return how fast this machine reads memory (bytes/s): the best of a few big sums."""
-    array = torch.ones(megabytes * 2**20 // 4)
-    best = min(timed(array.sum)[1] for _ in range(repeats))
+def synchronize(device: str | torch.device) -> None:
+    """Wait until ``device`` has finished the work queued on it (a no-op on a CPU)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+def read_bandwidth(device: str | torch.device = "cpu", megabytes: int = 512, repeats: int = 5):
+    """Return how fast ``device`` reads its own memory (bytes/s): the best of a few big sums.
+
+    A GPU runs the sum asynchronously, so each timing waits for it to finish; the first
+    sum (kernel selection, allocation) is not counted.
+    """
+    array = torch.ones(megabytes * 2**20 // 4, device=device)
+
+    def one_sum() -> float:
+        start = time.perf_counter()
+        array.sum()
+        synchronize(device)
+        return time.perf_counter() - start
+
+    one_sum()
+    best = min(one_sum() for _ in range(repeats))
     return array.numel() * 4 / best
 
 
@@ -105,8 +129,9 @@ def bench_generate(
         figures[f"{label}_tokens_per_s"] = rate
         figures[f"{label}_speedup"] = rate / figures["baseline_tokens_per_s"]
         figures[f"{label}_identical"] = sum(a == b for a, b in zip(replies, plain, strict=True))
-    figures["default_precision"] = "bf16" if use_bf16(str(model.device)) else "fp32"
-    bandwidth = read_bandwidth()
+    figures["default_precision"] = "bf16" if generation_bf16(model.device) else "fp32"
+    figures["device"] = str(model.device)
+    bandwidth = read_bandwidth(model.device, megabytes=2048 if model.device.type == "cuda" else 512)
     figures["read_gb_per_s"] = bandwidth / 1e9
     figures["batch1_limit_tokens_per_s"] = batch1_limit(model, bandwidth)
     figures["baseline_share_of_limit"] = (
@@ -132,8 +157,9 @@ def format_generate_table(figures: dict) -> str:
             f" {figures[f'{label}_identical']:>9} / {n}"
         )
     lines += [
-        f"batch-1 limit: every fp32 weight read once per token, at {figures['read_gb_per_s']:.1f}"
-        f" GB/s: {figures['batch1_limit_tokens_per_s']:.1f} tokens/s;",
+        f"batch-1 limit: every fp32 weight read once per token from {figures['device']} memory"
+        f" at {figures['read_gb_per_s']:.1f} GB/s: {figures['batch1_limit_tokens_per_s']:.1f}"
+        " tokens/s;",
         f"plain generate reaches {100 * figures['baseline_share_of_limit']:.0f}% of it",
     ]
     return "\n".join(lines)

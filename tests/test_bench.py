@@ -378,6 +378,68 @@ def test_reply_tokens_count_each_reply_and_its_end_of_turn(tokenizer):
     assert generate.reply_tokens(tokenizer, ["Hello there", ""]) == hello + 1 + 1
 
 
+# --- gpu-check ----------------------------------------------------------------------------
+
+
+def test_gpu_check_runs_a_tiny_version_on_a_cpu(capsys, monkeypatch):
+    from helpers.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert main(["gpu-check", "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    figures = json.loads(out[-1])
+    assert figures["device"] and figures["device_type"] == "cpu" and figures["peak_tflops"] > 0
+    runs = figures["runs"]
+    assert [(r["shape"], r["run"]) for r in runs[:2]] == [("tiny", "lora"), ("tiny", "full")]
+    assert [(r["batch_size"], r["precision"]) for r in runs[2:]][::2] == [(1, "fp32"), (2, "fp32")]
+    for run in runs:
+        assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1, run
+    for run in runs[:2]:
+        assert run["tokens_per_step"] > 0 and run["peak_memory_mb"] > 0
+        assert run["seconds_per_step"] == pytest.approx(
+            sum(run[f"{part}_ms"] for part in ("data", "forward_backward", "optimizer", "other"))
+            / 1e3
+        )
+    assert sum(run.get("default", False) for run in runs) == len(runs[2:]) // len({True, False})
+    table = out[:-1]
+    assert table[0].startswith("gpu-check on ") and max(len(line) for line in table) <= 100
+    assert not any(line.startswith("{'train_runtime'") for line in out)  # Trainer's print
+
+
+def test_gpu_check_shapes_are_the_smollm2_models():
+    from helpers.bench import gpu
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        small = gpu.random_model("135m", "meta")
+        large = gpu.random_model("1.7b", "meta")
+    assert sum(p.numel() for p in small.parameters()) == 134_515_008  # the embedded model's
+    assert sum(p.numel() for p in large.parameters()) == 1_711_376_384  # the published 1.7B
+
+
+def test_step_timer_counts_tokens_and_time_after_the_warm_up():
+    from helpers.bench.gpu import StepTimer
+
+    timer = StepTimer("cpu")
+    timer.marks = [
+        {"data": 1.0, "forward_backward": 5.0, "optimizer": 1.0, "other": 1.0, "tokens_seen": 80},
+        {"data": 0.1, "forward_backward": 0.6, "optimizer": 0.2, "other": 0.1, "tokens_seen": 180},
+        {"data": 0.1, "forward_backward": 0.6, "optimizer": 0.2, "other": 0.1, "tokens_seen": 280},
+    ]
+    steady = timer.steady(warmup=1)
+    assert steady["tokens_per_step"] == 100 and steady["seconds_per_step"] == pytest.approx(1.0)
+    assert steady["tokens_per_s"] == pytest.approx(100) and steady["optimizer_ms"] == 200
+    with pytest.raises(ValueError, match="warm-up"):
+        timer.steady(warmup=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_matmul_peak_on_this_gpu_is_in_tera_flops():
+    from helpers.bench.gpu import matmul_peak
+
+    assert matmul_peak("cuda", torch.bfloat16, 4096) > 1e13
+
+
 # --- the sandbox benchmark ----------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The benchmarks: ``bench-train``, ``bench-generate``, ``bench-server``, ``bench-codeexec``.
+"""The benchmarks: ``bench-train``, ``bench-generate``, ``bench-server``, ``bench-codeexec``,
+and ``gpu-check`` (training and generation on this machine's GPU, random weights).
 
 Each prints a small table and, with ``--json``, ends with the figures as one JSON line.
 """
@@ -72,8 +73,27 @@ def cmd_bench_codeexec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    """Train and generate with random weights of real shapes on this machine's GPU (or CPU)."""
+    from helpers.bench.gpu import format_gpu_table, gpu_check
+
+    packings = {"no": (False,), "yes": (True,), "both": (False, True)}[args.packing]
+    figures = gpu_check(
+        shapes=args.shape,
+        methods=tuple(args.method or ("lora", "full")),
+        batch_sizes=args.batch_size,
+        packings=packings,
+        steps=args.steps,
+        generation=not args.no_generate,
+        max_new_tokens=args.max_tokens,
+    )
+    print(format_gpu_table(figures))
+    _print_json(args, figures)
+    return 0
+
+
 def add_commands(commands) -> None:
-    """Register ``bench-train``, ``bench-server``, ``bench-generate`` and ``bench-codeexec``."""
+    """Register the benchmarks: ``bench-*`` and ``gpu-check``."""
     train = commands.add_parser("bench-train", help="seed pipeline vs course pipeline throughput")
     train.add_argument("--model", help="model to train (default: the embedded model)")
     train.add_argument("--method", choices=["lora", "full"], default="lora")
@@ -114,3 +134,26 @@ def add_commands(commands) -> None:
     codeexec.add_argument("--workers", type=positive_int, help="run_many's (default: the cores)")
     codeexec.add_argument("--json", action="store_true", help="end with one JSON line")
     codeexec.set_defaults(func=cmd_bench_codeexec)
+
+    gpu = commands.add_parser(
+        "gpu-check",
+        help="train (LoRA, full) and generate on this GPU, random weights: tokens/s, memory, MFU",
+    )
+    gpu.add_argument(
+        "--shape",
+        action="append",
+        choices=["135m", "1.7b", "tiny"],
+        help="model shape, repeatable (default: 135m and 1.7b on a CUDA GPU, tiny elsewhere)",
+    )
+    gpu.add_argument("--method", action="append", choices=["lora", "full"], help="repeatable")
+    gpu.add_argument(
+        "--batch-size", type=positive_int, nargs="+", help="one or more (default 8; 2 on a CPU)"
+    )
+    gpu.add_argument(
+        "--packing", choices=["no", "yes", "both"], default="no", help="pack each batch (no)"
+    )
+    gpu.add_argument("--steps", type=positive_int, help="timed steps after the warm-up (10)")
+    gpu.add_argument("--max-tokens", type=positive_int, help="new tokens per reply (64)")
+    gpu.add_argument("--no-generate", action="store_true", help="train only")
+    gpu.add_argument("--json", action="store_true", help="end with one JSON line")
+    gpu.set_defaults(func=cmd_gpu_check)

@@ -847,3 +847,11 @@ def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_pat
             model=done.fine_tuned_model, messages=HELLO, max_tokens=2
         )
         assert reply.usage.completion_tokens <= 2
+
+
+def test_health_reports_the_server_process_peak_memory(tmp_path):
+    app = create_app(tmp_path / "data", KEY, aliases={TINY: TINY_MODEL})
+    with TestClient(app) as http:
+        answer = http.get("/health", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert answer["status"] == "ok"
+    assert answer["peak_rss_mb"] > 50  # this process holds torch: far more than 50 MB

@@ -137,17 +137,25 @@ class LocalServer:
                 self.process.kill()
                 self.process.wait()
 
-    def healthy(self) -> bool:
-        """Tell whether the server answers an authenticated health check."""
+    def health(self) -> dict | None:
+        """Return the server's authenticated health answer, or None when it does not answer."""
         request = urllib.request.Request(
             self.base_url.removesuffix("/v1") + "/health",
             headers={"Authorization": f"Bearer {self.api_key}"},
         )
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
-                return json.load(response).get("status") == "ok"
+                return json.load(response)
         except (OSError, urllib.error.URLError, ValueError):
-            return False
+            return None
+
+    def healthy(self) -> bool:
+        """Tell whether the server answers an authenticated health check."""
+        return (self.health() or {}).get("status") == "ok"
+
+    def peak_rss_mb(self) -> float | None:
+        """Return the server process's peak resident memory so far in MB (None if it is down)."""
+        return (self.health() or {}).get("peak_rss_mb")
 
 
 def start_server(

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import openai
@@ -26,7 +27,7 @@ from safetensors.torch import load_file
 
 from helpers import data as data_module
 from helpers.models import TINY_MODEL
-from helpers.server import free_port, start_server
+from helpers.server import API_KEY_ENV, LocalServer, free_port, start_server
 from helpers.server.app import create_app
 from helpers.server.cores import CoreShare
 from helpers.server.pool import LoadedModel, ModelPool, load_chat_model
@@ -115,16 +116,44 @@ def wait_for(check, timeout: float = 300.0):
     return result
 
 
-def one_thread_server(**options):
-    """Start a server subprocess with one torch thread (see below), serving the tiny model.
+# ``python -m helpers`` whose training goes at a test's pace: {steps} training steps in all,
+# then the next one waits at its start until the process ends (run with ``python -c``).
+PACED_SERVER = """
+import sys, threading
 
-    On a small shared machine (two cores, another job running) a full team of threads waits
-    at every barrier for a preempted one: a tiny job there took 12 s with two threads, 3.5 s
-    with one. A batch gives each of its runs one thread the same way.
+from helpers.cli import main
+from helpers.server.cores import CoreShare
+
+real_step, taken = CoreShare.training_step, []
+
+def training_step(self):
+    if len(taken) == {steps}:
+        threading.Event().wait()  # held in the middle of training, however fast the machine
+    taken.append(self)
+    real_step(self)
+
+CoreShare.training_step = training_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def paced_server(data_dir, steps: int, log) -> LocalServer:
+    """Start a server subprocess serving the tiny model that trains ``steps`` steps, then holds.
+
+    It gets one torch thread: on a small shared machine (two cores, another job running) a
+    full team of threads waits at every barrier for a preempted one: a tiny job there took
+    12 s with two threads, 3.5 s with one. A batch gives each of its runs one thread the same way.
     """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        return start_server(aliases={TINY: TINY_MODEL}, **options)
+    port = free_port()
+    command = [sys.executable, "-c", PACED_SERVER.format(steps=steps), "serve"]
+    command += ["--port", str(port), "--data-dir", str(data_dir), "--alias", f"{TINY}={TINY_MODEL}"]
+    env = {**os.environ, API_KEY_ENV: KEY, "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = LocalServer(f"http://127.0.0.1:{port}/v1", KEY, data_dir, process)
+    wait_for(lambda: process.poll() is not None or server.healthy(), timeout=120)
+    assert process.poll() is None, Path(log).read_text(errors="replace")[-2000:]
+    return server
 
 
 # --- stop strings ----------------------------------------------------------------------------
@@ -826,16 +855,15 @@ def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_pat
             "models": [m.model_dump() for m in client.models.list()],
         }
 
-    with one_thread_server(data_dir=data_dir, api_key=KEY) as server:
+    # Two steps for the tiny job, one for the long job, whose second step then waits.
+    with paced_server(data_dir, steps=3, log=tmp_path / "server.log") as server:
         client = OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
         done = tiny_job(client, tmp_path)
         job = client.fine_tuning.jobs.create(
-            model=TINY, training_file=upload(client, path).id, hyperparameters={"n_epochs": 50}
+            model=TINY, training_file=upload(client, path).id, hyperparameters={"n_epochs": 3}
         )
-        while not [
-            e for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.data
-        ]:
-            time.sleep(0.2)
+        assert wait_for(lambda: metrics_steps(client, job.id)) == [1]
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
         before = state(client)
         server.process.kill()  # a crash in the middle of training
         server.process.wait()
@@ -843,6 +871,7 @@ def test_restart_after_a_kill_keeps_everything_and_fails_the_running_job(tmp_pat
         assert state(client) == before
         interrupted = client.fine_tuning.jobs.retrieve(job.id)
         assert interrupted.status == "failed" and interrupted.error.code == "job_interrupted"
+        assert metrics_steps(client, job.id) == [1]
         reply = client.chat.completions.create(
             model=done.fine_tuned_model, messages=HELLO, max_tokens=2
         )

@@ -6,6 +6,8 @@ margin holds by construction (an untrained model is at ln(vocabulary) ~ 10.8).
 """
 
 import json
+import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -41,6 +43,16 @@ EXAMPLES = [
 ]
 QUIET = {"disable_tqdm": True, "logging_steps": 2}
 FAST = {**QUIET, "per_device_train_batch_size": 4}
+
+# Linux keeps a process's peak RSS and lets it be reset (VmHWM, /proc/self/clear_refs), so
+# MemoryMeter sees a block freed within a step there. Elsewhere (macOS) it samples the RSS
+# at step ends and misses such a block: the tests of that peak need Linux's record.
+KERNEL_PEAK = sys.platform.startswith("linux") and os.access("/proc/self/clear_refs", os.W_OK)
+NO_KERNEL_PEAK = (
+    "needs Linux's resettable peak-RSS record (/proc/self/clear_refs); here memory is "
+    "sampled at step ends, which misses a block freed within the step"
+)
+needs_kernel_peak = pytest.mark.skipif(not KERNEL_PEAK, reason=NO_KERNEL_PEAK)
 
 
 def _logits(model, tokenizer):
@@ -115,12 +127,14 @@ def test_result_counts_tokens_memory_and_optimizer_state(tiny, tmp_path):
     # Every token of every example, twice, no padding: counted here from the chat template.
     rendered = [tokenizer.apply_chat_template(e["messages"], return_dict=True) for e in EXAMPLES]
     assert result.tokens_trained == 2 * sum(len(r["input_ids"]) for r in rendered)
-    assert result.memory_increase_mb > block_mb * 0.9
-    assert result.peak_memory_mb >= allocate.rss_mb
     # AdamW keeps two fp32 moments per trainable weight.
     assert result.optimizer_state_mb == pytest.approx(
         2 * 4 * result.trainable_params / 2**20, rel=0.01
     )
+    if not KERNEL_PEAK:  # the block is freed before the step's end, where memory is sampled
+        pytest.skip(f"tokens and optimizer state checked; the memory peak {NO_KERNEL_PEAK}")
+    assert result.memory_increase_mb > block_mb * 0.9
+    assert result.peak_memory_mb >= allocate.rss_mb
 
 
 @pytest.mark.slow  # trains (or runs a subprocess) for seconds
@@ -187,6 +201,11 @@ def test_step_time_includes_loading_the_batch(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # trains (or runs a subprocess) for seconds
+@pytest.mark.skipif(
+    not KERNEL_PEAK,
+    reason="needs Linux: glibc's heap, which release_memory trims (malloc_trim elsewhere does "
+    "nothing), and the resettable peak-RSS record",
+)
 def test_a_run_is_not_charged_for_memory_an_earlier_run_freed(tiny, tmp_path):
     """Heap memory freed but kept by the C allocator would hide this run's own growth."""
     model, tokenizer = tiny
@@ -461,6 +480,7 @@ def test_a_second_run_on_the_same_model_still_trains_in_bf16(tiny, tmp_path):
     assert autocast_seen == [False] and logits.dtype == torch.float32
 
 
+@needs_kernel_peak
 def test_memory_meter_sees_a_short_peak_between_samples():
     from helpers.measure import MemoryMeter
 

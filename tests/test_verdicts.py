@@ -84,3 +84,13 @@ def test_claims_render_and_are_recorded_once():
     assert Band(0.1, -0.2, 0.4).percent() == "+10% (95% band -20% to +40%)"
     with pytest.raises(KeyError, match="style"):
         metrics.claim("style", claim)
+
+
+def test_a_claim_tested_by_several_comparisons_is_mixed_when_only_some_hold():
+    c, n = verdicts.CONFIRMED, verdicts.NOT_CONFIRMED
+    assert verdicts.combined_outcome([c, c]) == verdicts.CONFIRMED
+    assert verdicts.combined_outcome([n, n]) == verdicts.NOT_CONFIRMED
+    assert verdicts.combined_outcome(iter([c, n])) == verdicts.MIXED
+    for bad in ([], [verdicts.MIXED], [c, "maybe"]):
+        with pytest.raises(ValueError, match="need one or more"):
+            verdicts.combined_outcome(bad)

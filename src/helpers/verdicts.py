@@ -136,3 +136,16 @@ class Claim:
     def record(self) -> dict:
         """Return the claim as a plain dictionary for metrics.json."""
         return asdict(self)
+
+
+def combined_outcome(outcomes) -> str:
+    """Return one outcome for a claim tested by several comparisons, each confirmed or not.
+
+    All confirmed: *confirmed*; none: *not confirmed*; some but not all: *mixed* (the
+    figure then says which comparisons held).
+    """
+    outcomes = list(outcomes)
+    if not outcomes or any(o not in (CONFIRMED, NOT_CONFIRMED) for o in outcomes):
+        raise ValueError(f"need one or more of {CONFIRMED!r} and {NOT_CONFIRMED!r}, got {outcomes}")
+    held = outcomes.count(CONFIRMED)
+    return CONFIRMED if held == len(outcomes) else NOT_CONFIRMED if held == 0 else MIXED

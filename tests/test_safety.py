@@ -115,6 +115,29 @@ def test_ensure_disclaimer_exactly_once():
     assert safety.ensure_disclaimer("") == safety.DISCLAIMER
 
 
+def test_has_disclaimer_means_the_closing_line_once():
+    bare = safety.DISCLAIMER.removeprefix("⚠️").strip()
+    for text in (
+        safety.ensure_disclaimer("Drink water."),
+        safety.ensure_disclaimer(""),
+        f"Drink water.\n{bare.upper()}\n\n",  # no sign, other case, trailing blank lines
+        f"Rest.\n⚠ {bare}",  # the sign without its variation selector
+    ):
+        assert safety.has_disclaimer(text), text
+    for text in (
+        "Drink water.",
+        "",
+        f"Drink water. {safety.DISCLAIMER}",  # not a line of its own
+        f"{safety.DISCLAIMER}\nDrink water.",  # not the closing line
+        f"Drink water.\n{safety.DISCLAIMER}\n{safety.DISCLAIMER}",  # twice
+        "Please consult your physician before you start.",  # a mention is not the line
+        f"Drink water.\n{bare[:30]}",  # cut before the end of the line
+    ):
+        assert not safety.has_disclaimer(text), text
+    with pytest.raises(TypeError, match="text must be a string"):
+        safety.has_disclaimer(None)
+
+
 def test_safe_generate_never_calls_generate_for_a_blocked_request():
     def generate(question):
         raise AssertionError("generate was called for a blocked request")

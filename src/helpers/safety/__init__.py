@@ -22,6 +22,7 @@ from helpers.safety.checks import (
     check_request,
     check_response,
     ensure_disclaimer,
+    has_disclaimer,
     refusal,
     safe_generate,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "classifier",
     "ensure_disclaimer",
     "evaluate_filter",
+    "has_disclaimer",
     "load_rules",
     "match_request_rules",
     "match_response_rules",

@@ -74,6 +74,18 @@ def _is_disclaimer(line: str) -> bool:
     return line.replace("\ufe0f", "").replace("⚠", "").strip().lower() == body
 
 
+def has_disclaimer(text: str) -> bool:
+    """Tell whether an answer ends with the disclaimer line, and has it only there.
+
+    The one definition of the medical house style, for every notebook: the last non-empty
+    line is the disclaimer (with or without its warning sign, in any case) and no other line
+    is. An answer that mentions a physician in passing, or that was cut before its last
+    line, does not count; :func:`ensure_disclaimer`'s output always does.
+    """
+    lines = [line for line in check_text(text, "text").splitlines() if line.strip()]
+    return bool(lines) and _is_disclaimer(lines[-1]) and sum(map(_is_disclaimer, lines)) == 1
+
+
 def ensure_disclaimer(text: str) -> str:
     """Return ``text`` ending with exactly one disclaimer line (existing copies are merged)."""
     lines = [

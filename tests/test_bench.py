@@ -404,6 +404,9 @@ def test_gpu_check_runs_a_tiny_version_on_a_cpu(capsys, monkeypatch):
     assert sum(run.get("default", False) for run in runs) == len(runs[2:]) // len({True, False})
     table = out[:-1]
     assert table[0].startswith("gpu-check on ") and max(len(line) for line in table) <= 100
+    from helpers.bench.gpu import format_gpu_table
+
+    assert [line for line in table if line.strip()] == format_gpu_table(figures).splitlines()
     assert not any(line.startswith("{'train_runtime'") for line in out)  # Trainer's print
 
 

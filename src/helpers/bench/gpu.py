@@ -345,8 +345,13 @@ def gpu_check(
     generation: bool = True,
     max_new_tokens: int | None = None,
     device: str | None = None,
+    progress=None,
 ) -> dict:
-    """Train (each shape x method x batch size x packing) and generate; return the figures."""
+    """Train (each shape x method x batch size x packing) and generate; return the figures.
+
+    ``progress``, if given, is called with each line of the table as soon as it is known
+    (the header, then one row per run), so a long check shows its figures as it goes.
+    """
     from helpers.chat import tokenize_dataset
     from helpers.data import load_examples
     from helpers.paths import sample_path
@@ -377,25 +382,34 @@ def gpu_check(
         "read_gb_per_s": bandwidth / 1e9,
         "runs": [],
     }
+    show = progress or (lambda line: None)
+    for line in table_header(figures):
+        show(line)
+
+    def add(run: dict) -> None:
+        figures["runs"].append(run)
+        show(_row(run))
+
     for shape in shapes:
         for method in methods:
             for batch_size in batch_sizes:
                 for packing in packings:
-                    run = train_run(
-                        shape,
-                        method,
-                        device,
-                        tokenizer,
-                        dataset,
-                        peak,
-                        batch_size,
-                        packing,
-                        steps,
-                        settings["warmup"],
+                    add(
+                        train_run(
+                            shape,
+                            method,
+                            device,
+                            tokenizer,
+                            dataset,
+                            peak,
+                            batch_size,
+                            packing,
+                            steps,
+                            settings["warmup"],
+                        )
                     )
-                    figures["runs"].append(run)
         if generation:
-            figures["runs"] += generate_runs(
+            for run in generate_runs(
                 shape,
                 device,
                 tokenizer,
@@ -403,7 +417,8 @@ def gpu_check(
                 bandwidth,
                 settings["generate_batch_sizes"],
                 max_new_tokens=max_new_tokens,
-            )
+            ):
+                add(run)
     return figures
 
 
@@ -431,18 +446,26 @@ def _row(run: dict) -> str:
     )
 
 
-def format_gpu_table(figures: dict) -> str:
-    """Return the check as a small table (at most 100 columns wide)."""
+def table_header(figures: dict) -> list[str]:
+    """Return the table's first lines: the device, the versions, its limits, the column names."""
     kernels = "on" if figures["hub_kernels"] else "off"
-    lines = [
+    return [
         f"gpu-check on {figures['device']} ({figures['device_type']})",
         f"torch {figures['torch']}, transformers {figures['transformers']}, hub kernels {kernels}",
         f"peak {figures['peak_dtype']} matmul, timed now: {figures['peak_tflops']:.1f} TFLOP/s;"
         f" memory read: {figures['read_gb_per_s']:.0f} GB/s",
         f"{'shape':<5} {'run':<8} {'batch':>5} {'setting':<15} {'tokens/s':>9} {'peak GB':>7}"
         f" {'MFU':>7}  step: data/fwd+bwd/opt/other",
-        *(_row(run) for run in figures["runs"]),
-        "tokens/s: trained (non-padding) tokens after the warm-up steps, or generated tokens;",
-        "MFU: 6 (full) or 4 (LoRA) or 2 (generation) x parameters x tokens/s / the peak above",
     ]
-    return "\n".join(lines)
+
+
+TABLE_FOOTER = [
+    "tokens/s: trained (non-padding) tokens after the warm-up steps, or generated tokens;",
+    "MFU: 6 (full) or 4 (LoRA) or 2 (generation) x parameters x tokens/s / the peak above",
+]
+
+
+def format_gpu_table(figures: dict) -> str:
+    """Return the check as a small table (at most 100 columns wide)."""
+    rows = [_row(run) for run in figures["runs"]]
+    return "\n".join([*table_header(figures), *rows, *TABLE_FOOTER])

@@ -75,7 +75,7 @@ def cmd_bench_codeexec(args: argparse.Namespace) -> int:
 
 def cmd_gpu_check(args: argparse.Namespace) -> int:
     """Train and generate with random weights of real shapes on this machine's GPU (or CPU)."""
-    from helpers.bench.gpu import format_gpu_table, gpu_check
+    from helpers.bench.gpu import TABLE_FOOTER, gpu_check
 
     packings = {"no": (False,), "yes": (True,), "both": (False, True)}[args.packing]
     figures = gpu_check(
@@ -86,8 +86,9 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
         steps=args.steps,
         generation=not args.no_generate,
         max_new_tokens=args.max_tokens,
+        progress=lambda line: print(line, flush=True),  # each run's row as soon as it is done
     )
-    print(format_gpu_table(figures))
+    print("\n".join(TABLE_FOOTER))
     _print_json(args, figures)
     return 0
 

@@ -118,11 +118,6 @@ def device_name(device: str) -> str:
     return cpu_description() if device_type(device) == "cpu" else device
 
 
-def peak_memory_mb(device: str) -> float:
-    """Return the peak GPU memory allocated since the last reset (MB); 0 off CUDA."""
-    return torch.cuda.max_memory_allocated() / 2**20 if device_type(device) == "cuda" else 0.0
-
-
 # --- training -----------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import torch
 from helpers import chat, models
 from helpers.chat import (
     IGNORE_INDEX,
+    NothingToTrainError,
     make_collator,
     render_prompt,
     tokenize_conversation,
@@ -230,7 +231,9 @@ def test_truncation_that_cuts_every_reply_drops_the_row(tokenizer):
 
 
 def test_no_row_left_to_train_on_is_a_clear_error(tokenizer):
-    with pytest.raises(ValueError, match="None of the 2 examples has anything to train on"):
+    with pytest.raises(
+        NothingToTrainError, match="None of the 2 examples has anything to train on"
+    ):
         tokenize_dataset([{"messages": SILENT}] * 2, tokenizer)
 
 

@@ -337,6 +337,23 @@ def test_train_prints_truncated_and_dropped_examples(tmp_path, monkeypatch, caps
     assert capsys.readouterr().err == ""
 
 
+def test_train_with_nothing_left_to_train_on_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from helpers.chat import NothingToTrainError
+    from helpers.cli import train_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"train_file: {json.dumps(SAMPLE)}\nmax_seq_length: 4\n")
+
+    def cut_everything(values):
+        raise NothingToTrainError(
+            "None of the 3 examples has anything to train on: max_seq_length=4"
+        )
+
+    monkeypatch.setattr(train_config, "train_from_config", cut_everything)
+    assert main(["train", str(config)]) == 2
+    assert_one_error(capsys.readouterr().err, "max_seq_length=4")
+
+
 # --- the parser: one module per command group ---------------------------------------------
 
 COMMANDS = {
@@ -344,7 +361,7 @@ COMMANDS = {
     "data": ["validate", "split", "stats"],
     "train": ["train"],
     "serve": ["serve"],
-    "bench": ["bench-train", "bench-server", "bench-generate", "bench-codeexec"],
+    "bench": ["bench-train", "bench-server", "bench-generate", "bench-codeexec", "gpu-check"],
     "bundle": ["bundle"],
     "batch": ["batch", "workshop", "scrub"],
     "safety": ["safety"],

@@ -172,14 +172,20 @@ def tokenize_dataset(examples: list[dict], tokenizer, max_seq_length: int = 512)
     return Dataset.from_list(rows), report
 
 
+class NothingToTrainError(ValueError):
+    """No example keeps a token to train on (weights 0, or max_seq_length cut every reply)."""
+
+
 def _warn(report: TokenizationReport) -> None:
-    """Warn about truncated and dropped examples; raise ValueError when none is left."""
+    """Warn about truncated and dropped examples; raise NothingToTrainError when none is left."""
     why = (
         "every assistant reply has weight 0, or truncation at "
         f"max_seq_length={report.max_seq_length} cut all of them"
     )
     if report.dropped_lines and len(report.dropped_lines) == report.examples:
-        raise ValueError(f"None of the {report.examples} examples has anything to train on: {why}.")
+        raise NothingToTrainError(
+            f"None of the {report.examples} examples has anything to train on: {why}."
+        )
     if report.truncated:
         warnings.warn(
             f"{report.truncated} of {report.examples} examples were truncated to "

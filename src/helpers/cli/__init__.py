@@ -27,6 +27,7 @@ COMMAND_MODULES = ("info", "data", "train", "serve", "bench", "bundle", "batch",
 # one line. Looked up only in modules already imported, so the command line starts fast.
 USER_ERRORS = (
     ("helpers.data", "DataFileError"),
+    ("helpers.chat", "NothingToTrainError"),
     ("helpers.models", "ModelLoadError"),
     ("helpers.cli.train_config", "ConfigError"),
     ("helpers.batch.grid", "GridError"),

@@ -302,16 +302,3 @@ def test_procedure_rule_agrees_with_the_sample_data():
     agreement = sum(a == b for a, b in zip(asked, answered, strict=True)) / len(asked)
     precision = sum(a and b for a, b in zip(asked, answered, strict=True)) / sum(asked)
     assert agreement > 0.85 and precision > 0.9
-
-
-def test_table_metrics_names_each_cell_by_row_and_column():
-    import pandas as pd
-
-    table = pd.DataFrame({"ROUGE-L": [0.5, 0.25], "prompt tokens": [10, 40]})
-    table.index = ["base", "base + RAG"]
-    assert evaluate.table_metrics(table) == {
-        "base_rouge_l": 0.5,
-        "base_prompt_tokens": 10,
-        "base_rag_rouge_l": 0.25,
-        "base_rag_prompt_tokens": 40,
-    }

@@ -334,15 +334,6 @@ def save_metrics(metrics: dict, output_dir: str | Path) -> Path:
     return path
 
 
-def table_metrics(table: pd.DataFrame) -> dict:
-    """Return a table's cells as metrics: row "base + RAG", column "ROUGE-L" -> base_rag_rouge_l."""
-    return {
-        re.sub(r"\W+", "_", f"{label} {column}").lower(): value
-        for label, row in table.iterrows()
-        for column, value in row.items()
-    }
-
-
 def styled(table: pd.DataFrame):
     """Return a notebook-friendly view of a text table: wrapped, left-aligned cells."""
     return table.style.set_properties(

@@ -13,7 +13,8 @@ from helpers.bench import flops, generate, pipelines, train
 from helpers.bench.codeexec import bench_codeexec, format_codeexec_line
 from helpers.chat import IGNORE_INDEX, make_collator, tokenize_dataset
 from helpers.data import load_examples
-from helpers.models import ModelLoadError, tiny_model
+from helpers.model_cache import ModelLoadError
+from helpers.models import tiny_model
 from helpers.paths import sample_path
 
 SMOLLM2 = LlamaConfig(

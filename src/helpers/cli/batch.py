@@ -49,12 +49,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_workshop(args: argparse.Namespace) -> int:
     """Prepare the embedded model, then run every notebook with its defaults, one at a time."""
-    from helpers import models
+    from helpers import model_cache
     from helpers.paths import output_dir
 
     out = output_dir(args.out)  # a bad --out fails now, not after preparing the model
-    models.prepare_embedded_model()
-    print(f"Embedded model ready: {models.embedded_model_dir()}")
+    model_cache.prepare_embedded_model()
+    print(f"Embedded model ready: {model_cache.embedded_model_dir()}")
     args.notebooks, args.param, args.grid, args.out = [], [], None, out
     args.jobs, args.scheduler, args.show = args.jobs or 1, None, []  # up to 4 GB per run
     return cmd_batch(args)

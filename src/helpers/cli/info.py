@@ -30,7 +30,7 @@ CPU_CLASS_NOTE = {
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print versions, device, precision and cache; with ``--timing``, time a model reload."""
-    from helpers import models
+    from helpers import model_cache, models
     from helpers.paths import cache_dir
 
     print(f"python        {platform.python_version()} ({platform.machine()})")
@@ -46,7 +46,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     enabled, why = models.hub_kernels()
     print(f"hub kernels   {'on' if enabled else 'off'}: {why}")
     print(f"cache         {cache_dir()}")
-    ready = (models.embedded_model_dir() / "config.json").is_file()
+    ready = (model_cache.embedded_model_dir() / "config.json").is_file()
     print(
         f"embedded      {models.EMBEDDED_MODEL}: "
         f"{'ready' if ready else 'not prepared yet (python -m helpers prepare-model)'}"
@@ -58,9 +58,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _time_reload(repeats: int) -> None:
     """Prepare the embedded model, then print the best and worst of ``repeats`` reloads."""
-    from helpers import models
+    from helpers import model_cache, models
 
-    models.prepare_embedded_model()
+    model_cache.prepare_embedded_model()
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -74,15 +74,15 @@ def _time_reload(repeats: int) -> None:
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     """Fetch, convert and cache a model; print where it is and how large."""
-    from helpers import models
+    from helpers import model_cache, models
 
     name = args.name or models.EMBEDDED_MODEL
     if name != models.EMBEDDED_MODEL:
         models.load_base_model(name, device="cpu")
         print(f"{name}: ready (kept in the Hugging Face cache, HF_HOME)")
         return 0
-    folder = models.prepare_embedded_model(force=args.force)
-    print(f"{name}: {folder} ({models.folder_size(folder) / 1e6:.0f} MB)")
+    folder = model_cache.prepare_embedded_model(force=args.force)
+    print(f"{name}: {folder} ({model_cache.folder_size(folder) / 1e6:.0f} MB)")
     return 0
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from helpers.chat import render_prompt
-from helpers.models import ModelLoadError
+from helpers.model_cache import ModelLoadError
 from helpers.server.catalogue import MODEL_NAME_PATTERN
 from helpers.server.cores import CoreShare
 from helpers.server.errors import fault, invalid, no_such_model

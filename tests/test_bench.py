@@ -412,11 +412,11 @@ def test_gpu_check_runs_a_tiny_version_on_a_cpu(capsys, monkeypatch):
 
 
 def test_gpu_check_shapes_are_the_smollm2_models():
-    from helpers.bench import gpu
+    from helpers.bench import gpu_models
 
     with torch.device("meta"):  # shapes only: no memory, no time
-        small = gpu.random_model("135m", "meta")
-        large = gpu.random_model("1.7b", "meta")
+        small = gpu_models.random_model("135m", "meta")
+        large = gpu_models.random_model("1.7b", "meta")
     assert sum(p.numel() for p in small.parameters()) == 134_515_008  # the embedded model's
     assert sum(p.numel() for p in large.parameters()) == 1_711_376_384  # the published 1.7B
 

@@ -365,6 +365,7 @@ COMMANDS = {
     "bundle": ["bundle"],
     "batch": ["batch", "workshop", "scrub"],
     "safety": ["safety"],
+    "report": ["report"],
 }
 
 

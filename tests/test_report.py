@@ -392,3 +392,6 @@ def test_the_command_line_checks_writes_and_reports_errors_in_one_line(
         "canonical run, `python -m helpers report --collect notebooks/05_extra.ipynb`)"
     ]
 
+
+def test_the_committed_readme_and_guide_match_the_committed_runs():
+    assert check_report(repo_root()) == []

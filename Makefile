@@ -42,9 +42,11 @@ setup: $(STAMP)
 model: setup
 	$(PY) -m helpers prepare-model
 
+# The README's and the guide's generated figures must match notebooks/metrics/ (helpers report).
 lint: setup
 	$(VENV)/bin/ruff check src tests $(NOTEBOOKS)
 	$(VENV)/bin/ruff format --check src tests
+	$(PY) -m helpers report --check
 
 unit: model
 	$(PY) -m pytest tests
@@ -80,6 +82,8 @@ lab: model
 	$(VENV)/bin/jupyter lab notebooks
 
 # Notebook 03 runs first: notebook 02's cost comparison reads 03's metrics.json.
+# Each run's metrics.json is copied into notebooks/metrics/ (committed), and the README's and
+# the guide's figures are rewritten from those files (python -m helpers report).
 CANONICAL  := $(filter %03_lora_peft.ipynb,$(NOTEBOOKS)) $(filter-out %03_lora_peft.ipynb,$(NOTEBOOKS))
 
 notebooks: model
@@ -87,7 +91,9 @@ notebooks: model
 		echo "papermill $$nb"; \
 		(cd notebooks && ../$(PY) -m papermill --cwd . -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
 		$(PY) -m helpers scrub $$nb || exit 1; \
+		$(PY) -m helpers report --collect $$nb || exit 1; \
 	done
+	$(PY) -m helpers report
 
 bench: model
 	$(PY) -m helpers info --timing

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "helpers"
-TOOLS = ("helpers.server", "helpers.batch", "helpers.bench", "helpers.bundle", "helpers.cli")
+TOOLS = (
+    "helpers.server",
+    "helpers.batch",
+    "helpers.bench",
+    "helpers.bundle",
+    "helpers.report",
+    "helpers.cli",
+)
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 

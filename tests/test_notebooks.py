@@ -12,9 +12,21 @@ from helpers import models
 from helpers.batch import find_notebooks
 from helpers.paths import repo_root
 from helpers.server import start_server
+from helpers.verdicts import OUTCOMES
 
 NOTEBOOKS = find_notebooks()
 NB01 = "01_customer_service_openai"
+NB03 = "03_lora_peft"
+# The claims each notebook records in metrics.json (Metrics.claim), whatever their outcome.
+CLAIMS = {
+    NB03: {
+        "lora_trainable_share",
+        "memory_saving_3x",
+        "speedup_10x",
+        "lora_forgets_less",
+        "lora_forgets_less_3_epochs",
+    },
+}
 
 
 def _defaults(path) -> dict:
@@ -115,13 +127,18 @@ def test_quick_run_writes_metrics(path, tmp_path, tiny_model_dir):
     """
     # The tiny model's logits are small: a high LoRA rate makes notebook 03's check that the
     # adapter changes them (by more than 0.01) hold by a wide margin after two steps.
-    rates = {"learning_rate_lora": 0.05} if path.stem == "03_lora_peft" else {}
-    out = _run(path, tmp_path, quick=True, model_name=tiny_model_dir, **rates)
+    # Notebook 03's memory appendix is off by default: the tiny run reads it too.
+    extra = {"learning_rate_lora": 0.05, "memory_appendix": True} if path.stem == NB03 else {}
+    out = _run(path, tmp_path, quick=True, model_name=tiny_model_dir, **extra)
     metrics = json.loads((out / "metrics.json").read_text())
     defaults = _defaults(path)
     if "max_steps" in defaults:
         assert 0 < metrics["max_steps"] < defaults["max_steps"]
+    claims = metrics.pop("claims", {})
     assert all(isinstance(v, (int, float, str)) for v in metrics.values())
+    assert all(claim["outcome"] in OUTCOMES and claim["claim"] for claim in claims.values())
+    if path.stem in CLAIMS:
+        assert CLAIMS[path.stem] <= set(claims), sorted(claims)
     assert list(out.glob("*.png")), "the notebook saves its plots as PNG"
     assert metrics["estimated_seconds"] > 0 and metrics["total_seconds"] > 0
     if path.stem == "02_code_generation_full_finetune":
@@ -129,7 +146,7 @@ def test_quick_run_writes_metrics(path, tmp_path, tiny_model_dir):
         assert metrics["steps"] <= metrics["max_steps"]
         assert 1 <= metrics["eval_tasks"] < defaults["num_eval_tasks"]
         assert abs(metrics["optimizer_state_mb"] * 2**20 / metrics["trainable_params"] - 8) < 0.1
-    if path.stem == "03_lora_peft":
+    if path.stem == NB03:
         assert round(metrics["llama2_7b_trainable_percent"], 2) == 0.06
         assert metrics["lora_trainable_params"] < metrics["full_trainable_params"] / 100
         assert metrics["merge_max_abs_diff"] < 1e-3
@@ -137,8 +154,10 @@ def test_quick_run_writes_metrics(path, tmp_path, tiny_model_dir):
         assert 1 <= metrics["medical_steps"] < defaults["second_task_steps"]
         assert 0 <= metrics["medical_adapter_disclaimer_rate"] <= 1
         assert {"full_forgetting", "LoRA_forgetting"} <= set(metrics)
+        assert "memory_ratio_named_parts" in metrics  # the appendix ran
+        assert metrics["medical_adapter_out_of_domain"] >= 0
         sections = [key for key in metrics if key.startswith("seconds_")]
-        assert len(sections) == 10, sections  # one timing per numbered section
+        assert len(sections) == 11, sections  # one timing per numbered section and the appendix
     if path.stem == "04_medical_qa":
         assert metrics["safe_generate_disclaimer_rate"] == 1.0
         assert metrics["rag_update_top_source_rate"] == 1.0  # embeddings only: no training noise

@@ -60,6 +60,15 @@ def test_labels_are_exactly_the_assistant_reply_and_its_end_of_turn(tokenizer):
     assert not row["truncated"]
 
 
+def test_show_labels_marks_the_trained_runs_and_keeps_split_characters_whole(tokenizer):
+    reply = "Rest and drink water.\n⚠️ These are general guidelines."
+    conversation = [*SINGLE[:2], {"role": "assistant", "content": reply}]
+    row = tokenize_conversation(tokenizer, conversation, max_seq_length=512)
+    shown = chat.show_labels(tokenizer, row)
+    assert f"⟦{reply}<|im_end|>⟧" in shown and "\ufffd" not in shown
+    assert shown.replace("⟦", "").replace("⟧", "") == tokenizer.decode(row["input_ids"])
+
+
 def test_multi_turn_labels_skip_weight_zero_turns(tokenizer):
     row = tokenize_conversation(tokenizer, MULTI, max_seq_length=512)
     assert labelled_text(tokenizer, row) == [

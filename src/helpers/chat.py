@@ -93,14 +93,18 @@ def tokenize_conversation(tokenizer, messages: list[dict], max_seq_length: int) 
 
 
 def show_labels(tokenizer, row: dict) -> str:
-    """Return the decoded tokens of a tokenised row with the trained ones inside ⟦ ⟧."""
-    pieces, trained = [], False
+    """Return the decoded tokens of a tokenised row with the trained ones inside ⟦ ⟧.
+
+    Each run of trained (or untrained) tokens is decoded at once: a character the tokenizer
+    splits over several tokens, such as the disclaimer's ⚠️, prints whole, not as �.
+    """
+    pieces, run, trained = [], [], False
     for token, label in zip(row["input_ids"], row["labels"], strict=True):
         if (label != IGNORE_INDEX) != trained:
-            trained = not trained
-            pieces.append("⟦" if trained else "⟧")
-        pieces.append(tokenizer.decode([token]))
-    return "".join(pieces) + ("⟧" if trained else "")
+            pieces += [tokenizer.decode(run), "⟧" if trained else "⟦"]
+            run, trained = [], not trained
+        run.append(token)
+    return "".join(pieces) + tokenizer.decode(run) + ("⟧" if trained else "")
 
 
 @dataclass

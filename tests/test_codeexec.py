@@ -398,6 +398,13 @@ def test_a_correct_solution_passes_while_the_user_runs_many_threads():
     assert [r.status for r in results] == ["passed"] * 3, results
 
 
+def test_the_mode_asked_for_is_the_mode_tested():
+    bwrap, namespaces = codeexec_cases.MODES[MODE]
+    assert namespaces == codeexec.FALLBACK_NAMESPACES
+    if not bwrap:
+        assert not codeexec.is_sandboxed() and not run(ADD, ADD_TESTS).sandboxed
+
+
 def test_results_name_the_protections_that_held():
     result = run(ADD, ADD_TESTS)
     assert result.protections == HELD and set(HELD) <= set(codeexec.PROTECTIONS)

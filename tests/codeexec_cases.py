@@ -41,6 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 MODES = {
     "bwrap": (True, ("user", "net")),
     "no-bwrap": (False, ("user", "net")),
+    # as on a stock Ubuntu 24.04: a user namespace without capabilities (no uid map, no network
+    # namespace), which is also why bubblewrap cannot start there
+    "no-bwrap-ubuntu": (False, ("user-unmapped",)),
     "no-bwrap-no-userns": (False, ()),  # as where user namespaces are disabled
 }
 BUSY_THREADS = 80
@@ -50,6 +53,7 @@ UNPRIVILEGED_SETTINGS = [
     ("no-bwrap", 0),
     ("bwrap", BUSY_THREADS),
     ("no-bwrap", BUSY_THREADS),
+    ("no-bwrap-ubuntu", BUSY_THREADS),
     ("no-bwrap-no-userns", BUSY_THREADS),
 ]
 ROOT_SETTINGS = [("bwrap", 0), ("no-bwrap", 0)]

@@ -405,6 +405,15 @@ def test_the_mode_asked_for_is_the_mode_tested():
         assert not codeexec.is_sandboxed() and not run(ADD, ADD_TESTS).sandboxed
 
 
+@pytest.mark.skipif(os.geteuid() == 0 or not codeexec.is_sandboxed(), reason="bwrap, not root")
+def test_before_linux_5_14_bubblewraps_process_limit_is_set_relative(monkeypatch):
+    # There RLIMIT_NPROC counted the user's threads even inside bubblewrap's user namespace.
+    monkeypatch.setattr(_codeexec_harness, "kernel_at_least", lambda version: False)
+    with codeexec_cases.busy_threads(codeexec_cases.BUSY_THREADS):
+        result = run("import threading\n" + ADD, ADD_TESTS)
+    assert result.status == "passed" and "processes-shared" in result.protections
+
+
 def test_results_name_the_protections_that_held():
     result = run(ADD, ADD_TESTS)
     assert result.protections == HELD and set(HELD) <= set(codeexec.PROTECTIONS)

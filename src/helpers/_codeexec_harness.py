@@ -150,13 +150,13 @@ def confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb) -> 
     """Inside bubblewrap (or off Linux): limits, and a fresh uid for runs started by root.
 
     In bubblewrap's user namespace RLIMIT_NPROC counts this run alone from Linux 5.14 on; on an
-    older kernel codeexec passes the user's current count (``shared_base``) to set it relative.
+    older kernel codeexec passes the user's current count (``shared_base`` >= 0) to set it
+    relative. Off Linux (macOS counts processes, not threads, per user) the plain limit stays.
     """
-    own_count = bool(uid) or (sys.platform == "linux" and kernel_at_least(PER_NAMESPACE_NPROC))
-    if own_count or shared_base < 0:  # macOS counts processes (not threads) per user: keep it
-        held = ["processes"] if own_count else []
-    else:
+    if shared_base >= 0:
         nproc, held = shared_base + nproc + SHARED_MARGIN, ["processes-shared"]
+    else:
+        held = ["processes"] if uid or sys.platform == "linux" else []
     limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
     drop_privileges(uid)
     harden(libc)
@@ -171,7 +171,8 @@ def confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, names
         drop_privileges(uid, keep_read)
     per_namespace = kernel_at_least(PER_NAMESPACE_NPROC)
     count = None if uid or per_namespace else count_user_tasks(os.getuid())
-    in_userns = not keep_read and "user" in namespaces and enter_user_namespace(libc)
+    wants_userns = not keep_read and bool({"user", "user-unmapped"} & set(namespaces))
+    in_userns = wants_userns and enter_user_namespace(libc, map_ids="user" in namespaces)
     if in_userns and "net" in namespaces and libc.unshare(CLONE_NEWNET) == 0:
         held.append("network")
     if uid or (in_userns and per_namespace):
@@ -280,17 +281,19 @@ def set_capabilities(libc: ctypes.CDLL, mask: int) -> bool:
     return libc.capset(ctypes.byref(header), data) == 0
 
 
-def enter_user_namespace(libc: ctypes.CDLL) -> bool:
+def enter_user_namespace(libc: ctypes.CDLL, map_ids: bool = True) -> bool:
     """Move into a new user namespace (same uid and gid where the kernel lets us map them).
 
     Its point is the process count: from Linux 5.14 RLIMIT_NPROC counts per user namespace.
-    Where the map cannot be written (Ubuntu's AppArmor gives such namespaces no capabilities),
-    the run stays unmapped: ``os.getuid()`` says 65534, and files it makes still belong to the
-    user.
+    Where the map cannot be written (Ubuntu's AppArmor gives such namespaces no capabilities;
+    ``map_ids=False`` does the same), the run stays unmapped: ``os.getuid()`` says 65534, and
+    files it makes still belong to the user.
     """
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(CLONE_NEWUSER) != 0:
         return False
+    if not map_ids:
+        return True
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", None)):
         with contextlib.suppress(OSError), open(f"/proc/self/{name}", "w") as f:
             f.write(text or f"{gid} {gid} 1")

@@ -86,7 +86,9 @@ WORK_MB = 64  # size of the tmpfs working folder
 MAX_OUTPUT = 10_000  # bytes kept of stdout and of stderr each
 SANDBOX_UIDS = (1_000_000_000, 2_000_000_000)  # fresh uids for runs started by root
 VERDICTS = ("passed", "failed", "error")
-FALLBACK_NAMESPACES = ("user", "net")  # what the fallback may unshare, where the kernel lets it
+# What the fallback may unshare where the kernel lets it ("user-unmapped" instead of "user":
+# a user namespace without uid map, as Ubuntu 24.04's AppArmor leaves it).
+FALLBACK_NAMESPACES = ("user", "net")
 STOP_SECONDS = 8.0  # how long the fallback's supervisor may take to kill what a run left
 BWRAP_PROTECTIONS = ("bubblewrap", "writes", "reads", "network", "signals", "cleanup")
 PROTECTIONS = {

@@ -21,7 +21,7 @@ import codeexec_cases
 import psutil
 import pytest
 
-from helpers import _codeexec_harness, codeexec, paths
+from helpers import _codeexec_confine, _codeexec_harness, codeexec, paths
 
 MODE = codeexec_cases.apply_mode_from_environment()
 ADD = "def add(a, b):\n    return a + b\n"
@@ -370,7 +370,7 @@ def test_without_a_sandbox_it_warns_once_and_still_judges(monkeypatch):
 
 
 def landlock_abi():
-    return _codeexec_harness.landlock_abi(_codeexec_harness.ctypes.CDLL(None, use_errno=True))
+    return _codeexec_confine.landlock_abi(_codeexec_confine.ctypes.CDLL(None, use_errno=True))
 
 
 @pytest.mark.skipif(landlock_abi() < 1, reason="no Landlock in this kernel")

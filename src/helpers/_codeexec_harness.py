@@ -3,7 +3,8 @@
 ``helpers.codeexec`` starts it as ``python -I -S -u harness.py IN_DIR MODE NONCE_FD VERDICT_FD
 CPU_S MEMORY_MB NPROC FSIZE_MB UID SHARED_BASE NAMESPACES``, inside bubblewrap (MODE ``bwrap``) or,
 where bubblewrap cannot run, directly (MODE ``fallback``). It imports only the standard library
-(no site-packages) and little of it, because it starts once per run.
+(no site-packages) and little of it, because it starts once per run, and ``confine.py``, copied
+beside it (``helpers._codeexec_confine``: limits, privileges, namespaces and Landlock).
 
 Confinement. Every limit below must hold for this run alone, not for the user as a whole:
 
@@ -41,21 +42,29 @@ import _thread
 import contextlib
 import ctypes
 import os
-import resource
 import signal
-import stat
 import sys
 import time
+
+if __name__ == "__main__":  # the sandbox's copy: confine.py lies beside it, and -I left its
+    # folder off sys.path. No bytecode is written there: the inputs stay as codeexec laid them.
+    _saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import confine
+
+    del sys.path[0]
+    sys.dont_write_bytecode = _saved
+else:
+    from helpers import _codeexec_confine as confine
 
 SOLUTION = "<solution>"
 TESTS = "<tests>"
 TESTS_STARTED = "tests started"  # the worker's first report entry once the code has run
 DETAIL_CHARS = 300
 READABLE_LIST = "readable"  # IN_DIR file naming the folders the fallback may read, one a line
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS = 1, 4, 8
-PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 36, 38, 47, 2
-CLONE_FILES, CLONE_NEWUSER, CLONE_NEWNET = 0x400, 0x10000000, 0x40000000
-CAP_DAC_READ_SEARCH, CAP_VERSION_3 = 2, 0x20080522
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+CLONE_FILES, CLONE_NEWNET = 0x400, 0x40000000
 PER_NAMESPACE_NPROC = (5, 14)  # Linux counts RLIMIT_NPROC per user namespace from 5.14 on
 SHARED_MARGIN = 64 + 8 * (os.cpu_count() or 1)  # room left for the user's other programs
 CLEANUP_SECONDS = 5.0
@@ -72,35 +81,6 @@ BLOCKED_EVENTS = frozenset(
     }
 )
 BLOCKED_PREFIXES = ("ctypes.", "sys.monitoring")
-
-# Landlock: the syscall numbers are the same on every architecture but alpha.
-LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
-LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH = 1, 1
-FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-FS_WRITES_V1 = sum(1 << bit for bit in range(4, 13))  # remove and make: dir, file, dev, sym...
-FS_REFER, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3 and 5
-FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
-NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
-SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
-DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE, "/dev/zero": FS_READ_FILE}
-DEVICES |= {"/dev/urandom": FS_READ_FILE, "/dev/random": FS_READ_FILE}
-
-
-class RulesetAttr(ctypes.Structure):
-    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-
-class PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-class CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class CapData(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
 
 
 def main(argv: list[str]) -> None:
@@ -157,22 +137,22 @@ def confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb) -> 
         nproc, held = shared_base + nproc + SHARED_MARGIN, ["processes-shared"]
     else:
         held = ["processes"] if uid or sys.platform == "linux" else []
-    limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
-    drop_privileges(uid)
-    harden(libc)
+    confine.limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
+    confine.drop_privileges(uid)
+    confine.harden(libc)
     return ["limits", *held]
 
 
 def confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, namespaces):
     """Without bubblewrap: a fresh uid as root, own namespaces where allowed, limits, Landlock."""
     held = ["limits"]
-    keep_read = bool(uid) and not reachable_by_others(python_folders())
+    keep_read = bool(uid) and not confine.reachable_by_others(confine.python_folders())
     if uid:
-        drop_privileges(uid, keep_read)
+        confine.drop_privileges(uid, keep_read)
     per_namespace = kernel_at_least(PER_NAMESPACE_NPROC)
     count = None if uid or per_namespace else count_user_tasks(os.getuid())
     wants_userns = not keep_read and bool({"user", "user-unmapped"} & set(namespaces))
-    in_userns = wants_userns and enter_user_namespace(libc, map_ids="user" in namespaces)
+    in_userns = wants_userns and confine.enter_user_namespace(libc, map_ids="user" in namespaces)
     if in_userns and "net" in namespaces and libc.unshare(CLONE_NEWNET) == 0:
         held.append("network")
     if uid or (in_userns and per_namespace):
@@ -182,16 +162,16 @@ def confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, names
         if count is not None:
             nproc = count + nproc + SHARED_MARGIN
             held.append("processes-shared")
-    limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
-    harden(libc)
+    confine.limit_resources(cpu_s, memory_mb, nproc, fsize_mb)
+    confine.harden(libc)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.nice(RUNNER_NICE)
     with open(os.path.join(in_dir, READABLE_LIST), encoding="utf-8") as f:
         readable = f.read().splitlines()
-    landlocked = landlock(libc, readable, [in_dir], os.getcwd())
+    landlocked = confine.landlock(libc, readable, [in_dir], os.getcwd())
     held += landlocked
     if in_userns:  # the namespace's capabilities are no longer needed
-        set_capabilities(libc, 0)
+        confine.set_capabilities(libc, 0)
     if uid or "signals" in landlocked:  # the code can neither kill nor outlive the supervisor
         held.append("cleanup")
     return held
@@ -220,165 +200,6 @@ def count_user_tasks(uid: int) -> int | None:
                 if int(fields[b"Uid"].split()[0]) == uid:
                     total += int(fields[b"Threads"])
     return total if found else None
-
-
-def limit_resources(cpu_s: int, memory_mb: int, nproc: int, fsize_mb: int) -> None:
-    """Cap CPU time, address space, processes, file size and core dumps (where supported)."""
-    limits = [
-        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
-        (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
-        (resource.RLIMIT_NPROC, nproc, nproc),
-        (resource.RLIMIT_FSIZE, fsize_mb << 20, fsize_mb << 20),
-        (resource.RLIMIT_CORE, 0, 0),
-    ]
-    for which, soft, hard in limits:
-        with contextlib.suppress(ValueError, OSError):  # not every platform has each (macOS: AS)
-            resource.setrlimit(which, (soft, hard))
-
-
-def python_folders() -> list[str]:
-    """The folders this interpreter reads its standard library and binary from."""
-    return [sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
-
-
-def reachable_by_others(paths: list[str]) -> bool:
-    """Whether a user without privileges could walk to every path (each folder has o+x)."""
-    for path in paths:
-        folder = os.path.abspath(path)
-        while True:
-            with contextlib.suppress(OSError):
-                if not os.stat(folder).st_mode & stat.S_IXOTH:
-                    return False
-            if folder == "/":
-                break
-            folder = os.path.dirname(folder)
-    return True
-
-
-def drop_privileges(uid: int, keep_read: bool = False) -> None:
-    """As root, become a fresh unprivileged user so RLIMIT_NPROC applies (root is exempt).
-
-    With ``keep_read`` the process keeps CAP_DAC_READ_SEARCH, also across exec (an ambient
-    capability), so that it can still read an interpreter installed under a private home folder;
-    Landlock then decides what it may read.
-    """
-    if not uid:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if keep_read:
-        libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if keep_read and set_capabilities(libc, 1 << CAP_DAC_READ_SEARCH):
-        libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0)
-
-
-def set_capabilities(libc: ctypes.CDLL, mask: int) -> bool:
-    """Keep exactly the capabilities in ``mask`` (below 32): effective, permitted, inheritable."""
-    header, data = CapHeader(CAP_VERSION_3, 0), (CapData * 2)()
-    data[0].effective = data[0].permitted = data[0].inheritable = mask
-    return libc.capset(ctypes.byref(header), data) == 0
-
-
-def enter_user_namespace(libc: ctypes.CDLL, map_ids: bool = True) -> bool:
-    """Move into a new user namespace (same uid and gid where the kernel lets us map them).
-
-    Its point is the process count: from Linux 5.14 RLIMIT_NPROC counts per user namespace.
-    Where the map cannot be written (Ubuntu's AppArmor gives such namespaces no capabilities;
-    ``map_ids=False`` does the same), the run stays unmapped: ``os.getuid()`` says 65534, and
-    files it makes still belong to the user.
-    """
-    uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(CLONE_NEWUSER) != 0:
-        return False
-    if not map_ids:
-        return True
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", None)):
-        with contextlib.suppress(OSError), open(f"/proc/self/{name}", "w") as f:
-            f.write(text or f"{gid} {gid} 1")
-    return True
-
-
-def harden(libc: ctypes.CDLL) -> None:
-    """Forbid gaining privileges (setuid binaries) and ptrace/proc access to this process."""
-    if sys.platform == "linux":
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-
-
-def landlock_abi(libc: ctypes.CDLL) -> int:
-    """The Landlock ABI version of the running kernel; 0 where Landlock is unavailable."""
-    if sys.platform != "linux":
-        return 0
-    libc.syscall.restype = ctypes.c_long
-    version = libc.syscall(
-        ctypes.c_long(LANDLOCK_CREATE_RULESET),
-        None,
-        ctypes.c_size_t(0),
-        ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION),
-    )
-    return max(0, version)
-
-
-def landlock(libc: ctypes.CDLL, readable: list[str], inputs: list[str], work: str) -> list[str]:
-    """Restrict this thread (and what it starts) with Landlock; return the protections held.
-
-    Reads and execution: ``readable`` (system and Python folders); reads: ``inputs``; everything
-    but execution: beneath ``work``; a few device files. TCP bind and connect: nowhere (ABI 4+).
-    Signals and abstract Unix sockets: only within the run (ABI 6+).
-    """
-    abi = landlock_abi(libc)
-    if abi < 1:
-        return []
-    writes = FS_WRITE_FILE | FS_WRITES_V1 | (FS_REFER if abi >= 2 else 0)
-    writes |= FS_TRUNCATE if abi >= 3 else 0
-    handled = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR | writes | (FS_IOCTL_DEV if abi >= 5 else 0)
-    attr = RulesetAttr(handled, NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0, 0)
-    attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
-    ruleset = libc.syscall(
-        ctypes.c_long(LANDLOCK_CREATE_RULESET),
-        ctypes.byref(attr),
-        ctypes.c_size_t(ctypes.sizeof(attr)),
-        ctypes.c_uint32(0),
-    )
-    if ruleset < 0:
-        return []
-    try:
-        rules = [(path, FS_EXECUTE | FS_READ_FILE | FS_READ_DIR) for path in readable]
-        rules += [(path, FS_READ_FILE | FS_READ_DIR) for path in inputs]
-        rules += [(work, FS_READ_FILE | FS_READ_DIR | writes), *DEVICES.items()]
-        for path, allowed in rules:
-            if not add_path_rule(libc, ruleset, path, allowed & handled):
-                return []
-        if libc.syscall(ctypes.c_long(LANDLOCK_RESTRICT_SELF), ruleset, ctypes.c_uint32(0)):
-            return []
-    finally:
-        os.close(ruleset)
-    held = ["landlock", "writes", "reads"]
-    return held + (["tcp"] if abi >= 4 else []) + (["signals"] if abi >= 6 else [])
-
-
-def add_path_rule(libc: ctypes.CDLL, ruleset: int, path: str, allowed: int) -> bool:
-    """Allow ``allowed`` beneath ``path`` (a missing path is skipped); False on a kernel error."""
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return True
-    try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            allowed &= FS_FILE_RIGHTS
-        rule = PathBeneathAttr(allowed, fd)
-        added = libc.syscall(
-            ctypes.c_long(LANDLOCK_ADD_RULE),
-            ruleset,
-            ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
-            ctypes.byref(rule),
-            ctypes.c_uint32(0),
-        )
-        return added == 0
-    finally:
-        os.close(fd)
 
 
 def supervise(libc: ctypes.CDLL, private_fds: tuple, uid: int) -> None:

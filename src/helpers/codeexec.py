@@ -17,13 +17,13 @@ wheel bundles it), chosen over Landlock because one maintained binary gives all 
   kernel kills every process the code left behind (fork loops, sleeping children, double-forked
   ``setsid`` daemons) before bwrap, and so the call, returns.
 
-Inside, the harness (``_codeexec_harness.py``, run with ``python -I -S``: stdlib only, no
-site-packages) caps CPU time, address space, processes, file size and core dumps with
-``setrlimit``. Each limit holds for the run alone: ``RLIMIT_NPROC`` counts every thread of a user
-system-wide, so it is set only where the count is the run's own (bubblewrap's user namespace on
-Linux 5.14+, or a fresh unprivileged uid for runs started by root, who ignores it). The
-environment holds only PATH, LANG, HOME and TMPDIR, stdin is ``/dev/null``, and the verdict
-travels on a private pipe with a nonce the code never sees (see the harness).
+Inside, the harness (``_codeexec_harness.py`` with ``_codeexec_confine.py``, run with
+``python -I -S``: stdlib only, no site-packages) caps CPU time, address space, processes, file size
+and core dumps with ``setrlimit``. Each limit holds for the run alone: ``RLIMIT_NPROC`` counts every
+thread of a user system-wide, so it is set only where the count is the run's own (bubblewrap's user
+namespace on Linux 5.14+, or a fresh unprivileged uid for runs started by root, who ignores it). The
+environment holds only PATH, LANG, HOME and TMPDIR, stdin is ``/dev/null``, and the verdict travels
+on a private pipe with a nonce the code never sees (see the harness).
 
 Where bubblewrap cannot start (no unprivileged user namespaces with capabilities, as on a stock
 Ubuntu 24.04 for a binary in a virtual environment; macOS), the *fallback* confines what it can
@@ -41,17 +41,15 @@ without privileges, after a one-time warning naming what held:
 It does not stop UDP or Unix-socket (path) networking, reading file metadata, or, without
 Landlock ABI 6, code killing its supervisor. ``ExecResult.protections`` names what held for a
 run (``PROTECTIONS`` says what each name means); ``protections()`` says what holds here.
+``_codeexec_process`` builds the sandbox's command line and reads and ends the process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
 import math
 import os
 import secrets
-import selectors
 import shutil
 import signal
 import subprocess
@@ -65,31 +63,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers import _codeexec_process as process
+
 HARNESS = Path(__file__).with_name("_codeexec_harness.py")
-BOX_INPUTS, BOX_WORK = "/box/in", "/box/work"  # the read-only inputs and the tmpfs, inside
-SYSTEM_PATHS = (
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/etc/alternatives",
-    "/etc/ld.so.cache",
-    "/etc/localtime",
-)
+CONFINE = Path(__file__).with_name("_codeexec_confine.py")  # the harness imports it as confine
 MEMORY_MB = 512  # address space of the process running the code
 NPROC = 32  # processes and threads of one run
 FSIZE_MB = 16  # largest file it may write
-WORK_MB = 64  # size of the tmpfs working folder
 MAX_OUTPUT = 10_000  # bytes kept of stdout and of stderr each
 SANDBOX_UIDS = (1_000_000_000, 2_000_000_000)  # fresh uids for runs started by root
 VERDICTS = ("passed", "failed", "error")
 # What the fallback may unshare where the kernel lets it ("user-unmapped" instead of "user":
 # a user namespace without uid map, as Ubuntu 24.04's AppArmor leaves it).
 FALLBACK_NAMESPACES = ("user", "net")
-STOP_SECONDS = 8.0  # how long the fallback's supervisor may take to kill what a run left
 BWRAP_PROTECTIONS = ("bubblewrap", "writes", "reads", "network", "signals", "cleanup")
 PROTECTIONS = {
     "bubblewrap": "a bubblewrap sandbox: mount, PID, network, IPC and UTS namespaces of its own",
@@ -229,9 +215,9 @@ def _trivial_run(bwrap: str | None) -> ExecResult:
 def _fallback_warning(reason: str, held: tuple[str, ...]) -> str:
     """The one-time warning: why there is no bubblewrap, what still confines code, what does not."""
     if "landlock" in held:
-        from helpers import _codeexec_harness as harness
+        from helpers import _codeexec_confine as confine
 
-        abi = harness.landlock_abi(ctypes.CDLL(None, use_errno=True))
+        abi = confine.landlock_abi(ctypes.CDLL(None, use_errno=True))
         how = f"Landlock (ABI {abi}) and resource limits"
     else:
         how = "resource limits only (no Landlock here)"
@@ -265,11 +251,12 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
     inputs.mkdir()
     work.mkdir()
     shutil.copyfile(HARNESS, inputs / "harness.py")
+    shutil.copyfile(CONFINE, inputs / "confine.py")
     (inputs / "solution.py").write_text(code, "utf-8", errors="replace")
     (inputs / "tests.py").write_text(tests, "utf-8", errors="replace")
     python = os.path.realpath(sys.executable)
     if not bwrap:
-        readable = "\n".join(_readable_paths(python))
+        readable = "\n".join(process.readable_paths(python))
         (inputs / "readable").write_text(readable + "\n", "utf-8")
         if uid:  # the fresh uid walks to its work folder and owns it
             os.chmod(tmp, 0o711)
@@ -283,7 +270,7 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
     limits = [nonce_r, verdict_w, math.ceil(timeout) + 1, memory_mb, NPROC, FSIZE_MB, uid]
     limits += [_shared_base(bwrap, uid), ",".join(FALLBACK_NAMESPACES) or "-"]
     mode = "bwrap" if bwrap else "fallback"
-    argv, cwd, env = _command(bwrap, inputs, work, [mode, *map(str, limits)], info_w)
+    argv, cwd, env = process.command(bwrap, inputs, work, [mode, *map(str, limits)], info_w)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -300,11 +287,11 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
         for fd in (nonce_r, verdict_w, info_w):
             os.close(fd)
     try:
-        stdout, stderr, timed_out = _collect(proc, start + timeout, max_output)
+        stdout, stderr, timed_out = process.collect(proc, start + timeout, max_output)
     finally:
-        _stop(proc, info_r, supervised=not bwrap and linux)
+        process.stop(proc, info_r, supervised=not bwrap and linux)
     duration = time.monotonic() - start
-    verdict = _drain(verdict_r)
+    verdict = process.drain(verdict_r)
     os.close(verdict_r)
     wrapped = bool(bwrap) or linux  # bwrap and the supervisor report a signal as 128 + number
     status, detail = _judge(verdict, nonce, proc.returncode, timed_out, timeout, wrapped)
@@ -338,134 +325,6 @@ def _held(verdict: bytes, sandbox: tuple[str, ...]) -> tuple[str, ...]:
             names = line[5:].decode("ascii", "replace").split(",")
             held += [name for name in names if name in PROTECTIONS and name not in held]
     return tuple(held)
-
-
-def _command(bwrap, inputs, work, harness_args, info_fd) -> tuple[list[str], str, dict[str, str]]:
-    """The argv, working folder and environment that run the harness, sandboxed if possible."""
-    python = os.path.realpath(sys.executable)
-    box_inputs, box_work = (BOX_INPUTS, BOX_WORK) if bwrap else (str(inputs), str(work))
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": box_work, "TMPDIR": box_work}
-    argv = [python, "-I", "-S", "-u", f"{box_inputs}/harness.py", box_inputs, *harness_args]
-    if not bwrap:
-        return argv, box_work, env
-    root = os.geteuid() == 0
-    isolation = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
-    isolation += ["--unshare-cgroup-try", "--as-pid-1", "--die-with-parent", "--new-session"]
-    if root:  # the harness needs these two until it switches to its fresh uid
-        isolation += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        isolation += ["--unshare-user", "--disable-userns"]
-    readable = _readable_paths(python)
-    mounts = [arg for path in readable for arg in ("--ro-bind", path, path)]
-    for parent in _created_parents(readable):  # bwrap copies host modes: /root would stay 0700
-        mounts += ["--chmod", "0755", parent]
-    mounts += ["--ro-bind", str(inputs), BOX_INPUTS, "--dev", "/dev"]
-    mounts += ["--perms", "1777", "--size", str(WORK_MB << 20), "--tmpfs", BOX_WORK]
-    mounts += ["--remount-ro", "/"]  # last: the folders above hold the mount points
-    setenv = [arg for name, value in env.items() for arg in ("--setenv", name, value)]
-    sandbox = [bwrap, *isolation, *mounts, "--chdir", BOX_WORK, "--clearenv", *setenv]
-    sandbox += ["--info-fd", str(info_fd), "--"]
-    return sandbox + argv, str(work), env
-
-
-def _readable_paths(python: str) -> list[str]:
-    """System folders and the Python installation, as the sandbox shows them (read-only)."""
-    paths = [p for p in SYSTEM_PATHS if os.path.exists(p)]
-    for prefix in (sys.base_prefix, os.path.dirname(os.path.dirname(python))):
-        if not any(prefix == p or prefix.startswith(p + "/") for p in paths):
-            paths.append(prefix)
-    return paths
-
-
-def _created_parents(paths: list[str]) -> list[str]:
-    """The folders bwrap creates to hold the mount points of ``paths``."""
-    parents = {str(p) for path in paths for p in Path(path).parents if str(p) != "/"}
-    return sorted(p for p in parents if not any(p == q or p.startswith(q + "/") for q in paths))
-
-
-def _collect(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[str, str, bool]:
-    """Read stdout and stderr until the process ends or the deadline; keep ``limit`` bytes each."""
-    kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
-    dropped = dict.fromkeys(kept, 0)
-
-    def keep(fd: int, chunk: bytes) -> None:
-        room = max(0, limit - len(kept[fd]))
-        kept[fd] += chunk[:room]
-        dropped[fd] += len(chunk) - len(chunk[:room])
-
-    timed_out = False
-    with selectors.DefaultSelector() as selector:
-        for fd in kept:
-            selector.register(fd, selectors.EVENT_READ)
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            if not selector.get_map():  # both pipes closed early: wait for the exit itself
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(max(0.0, deadline - time.monotonic()))
-                continue
-            for key, _ in selector.select(0.02):
-                chunk = os.read(key.fd, 1 << 16)
-                keep(key.fd, chunk)
-                if not chunk:
-                    selector.unregister(key.fd)
-    for fd in kept:  # what is still in the pipes (a leftover process may hold them open)
-        keep(fd, _drain(fd))
-    texts = [
-        data.decode("utf-8", "replace")
-        + (f"\n[... {dropped[fd]} more bytes]" if dropped[fd] else "")
-        for fd, data in kept.items()
-    ]
-    return texts[0], texts[1], timed_out
-
-
-def _drain(fd: int, limit: int = 1 << 20) -> bytes:
-    """Read what a pipe holds right now, without waiting, up to ``limit`` bytes."""
-    os.set_blocking(fd, False)
-    chunks, size = [], 0
-    with contextlib.suppress(BlockingIOError, OSError):
-        while size < limit and (chunk := os.read(fd, 1 << 16)):
-            chunks.append(chunk)
-            size += len(chunk)
-    return b"".join(chunks)
-
-
-def _stop(proc: subprocess.Popen, info_r: int, supervised: bool) -> None:
-    """Kill whatever is left of a run, and reap it.
-
-    With bwrap the harness is the PID namespace's init: killing it makes the kernel kill every
-    process in the namespace before bwrap sees it exit, so nothing outlives the call. In the
-    fallback, the process started is the run's supervisor: SIGTERM makes it kill every process
-    the run left, wherever it went, and exit. The process group is killed last, in case the
-    code killed its supervisor.
-    """
-    info = _drain(info_r)
-    os.close(info_r)
-    child = _child_pid(info)
-    if child and proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-    if supervised and proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(STOP_SECONDS)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-
-
-def _child_pid(info: bytes) -> int | None:
-    """The ``child-pid`` from bwrap's ``--info-fd`` JSON, if it wrote one."""
-    try:
-        return int(json.loads(info)["child-pid"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, wrapped) -> tuple:

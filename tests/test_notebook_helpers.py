@@ -43,9 +43,7 @@ def test_section_timer_tells_the_running_section_and_the_whole_run(monkeypatch):
     assert timer.elapsed() == 112.0 - 100.0
 
 
-def test_verdict_and_megabytes_read_well():
-    assert notebook.verdict(True) == "**confirmed**"
-    assert notebook.verdict(False, no="refuted") == "**refuted**"
+def test_megabytes_read_well():
     assert notebook.megabytes(2720.4) == "2,720 MB"
     assert notebook.megabytes(1.7734) == "1.77 MB"
 

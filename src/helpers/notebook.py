@@ -1,9 +1,10 @@
-"""Conventions every course notebook shares: the setup report, section timings, verdicts.
+"""Conventions every course notebook shares: the setup report, section timings, metrics.
 
 A notebook's second code cell calls :func:`setup_report` (versions, device, what to
 install), marks each section with ``timer.section("1. Data")`` so the canonical run
-records how long each part takes (instructors plan pauses with it), and states each of
-the article's claims through :func:`verdict`, so the words follow the numbers of the run.
+records how long each part takes (instructors plan pauses with it), and records its figures
+and each of the article's claims (a :class:`helpers.verdicts.Claim`) in :class:`Metrics`,
+so the words follow the numbers of the run and the scorecard follows the notebooks.
 A cell that cannot go on (no API key, no confirmation to spend money) raises
 :class:`NotebookStopped`: the learner reads one sentence, not a traceback.
 """
@@ -161,11 +162,6 @@ class NotebookStopped(Exception):
     def _render_traceback_(self) -> list[str]:
         """Return what IPython shows instead of the traceback: the message alone."""
         return [str(self)]
-
-
-def verdict(holds: bool, yes: str = "confirmed", no: str = "not confirmed") -> str:
-    """Return the bold verdict word for a claim checked by the run."""
-    return f"**{yes if holds else no}**"
 
 
 def megabytes(value: float) -> str:

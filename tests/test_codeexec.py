@@ -8,6 +8,7 @@ user, with and without bubblewrap, while that user runs many threads.
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 import uuid
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import codeexec_cases
 import psutil
@@ -218,12 +220,19 @@ def test_a_process_outside_the_run_cannot_be_signalled():
         victim.wait()
 
 
-def test_the_working_folder_is_writable_and_removed_afterwards(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code = "with open('notes.txt', 'w') as f:\n    f.write('kept')\n" + ADD
-    tests = ["assert open('notes.txt').read() == 'kept'", *ADD_TESTS]
-    assert run(code, tests).status == "passed"
-    assert list(tmp_path.iterdir()) == []
+def test_the_working_folder_is_writable_and_removed_afterwards(monkeypatch):
+    # A folder under the system's temporary folder, not pytest's tmp_path: as root the
+    # fallback runs the code under a fresh uid, which cannot pass pytest's 0700 folders.
+    parent = Path(tempfile.mkdtemp(prefix="codeexec-test-", dir=tempfile.gettempdir()))
+    parent.chmod(0o711)  # others may pass, not list: as the system's /tmp lets them
+    monkeypatch.setattr(tempfile, "tempdir", str(parent))
+    try:
+        code = "with open('notes.txt', 'w') as f:\n    f.write('kept')\n" + ADD
+        tests = ["assert open('notes.txt').read() == 'kept'", *ADD_TESTS]
+        assert run(code, tests).status == "passed"
+        assert list(parent.iterdir()) == []
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.mark.parametrize(

@@ -393,7 +393,8 @@ def test_gpu_check_runs_a_tiny_version_on_a_cpu(capsys, monkeypatch):
     assert figures["device"] and figures["device_type"] == "cpu" and figures["peak_tflops"] > 0
     runs = figures["runs"]
     assert [(r["shape"], r["run"]) for r in runs[:2]] == [("tiny", "lora"), ("tiny", "full")]
-    assert [(r["batch_size"], r["precision"]) for r in runs[2:]][::2] == [(1, "fp32"), (2, "fp32")]
+    fp32 = [(r["batch_size"], r["precision"]) for r in runs[2:] if r["precision"] == "fp32"]
+    assert fp32 == [(1, "fp32"), (2, "fp32")]  # bf16 runs beside them only where bf16 is native
     for run in runs:
         assert run["tokens_per_s"] > 0 and 0 < run["mfu"] < 1, run
     for run in runs[:2]:
@@ -402,7 +403,7 @@ def test_gpu_check_runs_a_tiny_version_on_a_cpu(capsys, monkeypatch):
             sum(run[f"{part}_ms"] for part in ("data", "forward_backward", "optimizer", "other"))
             / 1e3
         )
-    assert sum(run.get("default", False) for run in runs) == len(runs[2:]) // len({True, False})
+    assert sum(run.get("default", False) for run in runs) == 2  # one default per batch size
     table = out[:-1]
     assert table[0].startswith("gpu-check on ") and max(len(line) for line in table) <= 100
     from helpers.bench.gpu import format_gpu_table

@@ -434,20 +434,19 @@ def unprivileged(user: str = UNPRIVILEGED_USER, need=("pytest", "psutil")):
         yield [python], env, copy
 
 
+def run_as(user, argv: list[str], env: dict, copy) -> subprocess.CompletedProcess:
+    """Run ``argv`` as ``user`` (None: this user) in the readable copy; capture its output."""
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=str(copy), timeout=600, **as_user(user)
+    )
+
+
 def run_setting_as(user: str, mode_name: str, threads: int) -> list[dict]:
     """The cases in one mode as ``user`` (in a child process); the rows it printed."""
     with unprivileged(user, need=()) as (prefix, env, copy), busy_threads(threads, user):
         script = copy / "tests" / "codeexec_cases.py"
         argv = [*prefix, str(script), "--mode", mode_name, "--json"]
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=str(copy),
-            timeout=600,
-            **as_user(user),
-        )
+        done = run_as(user, argv, env, copy)
     try:  # exit code 1: some case was judged wrong, and the rows say which
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

@@ -85,15 +85,7 @@ def run_suite(mode: str, threads: int, user: str | None) -> subprocess.Completed
         argv = [*prefix, "-m", "pytest", str(copy / "tests" / "test_codeexec.py")]
         argv += ["-q", "-p", "no:cacheprovider", "-rs", "-W", "ignore::RuntimeWarning"]
         with cases.busy_threads(threads, user):
-            return subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=str(copy),
-                timeout=600,
-                **cases.as_user(user),
-            )
+            return cases.run_as(user, argv, env, copy)
     finally:
         context.__exit__(None, None, None)
 

@@ -15,7 +15,7 @@ NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 QUICK_DIR  := runs/nbval
 NBVAL      := $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: help setup model test test-full unit nbtest nbtest-full lint workshop lab notebooks bench bundle clean
+.PHONY: help setup model test test-full unit nbtest nbtest-full lint workshop lab notebooks notebooks-avx2 bench bundle clean
 
 help:
 	@echo "make workshop   set up, then run every notebook with its defaults into runs/<timestamp>/"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-full  the same with the notebooks' default (canonical) runs under nbval: a release check"
 	@echo "make lab        set up, then open JupyterLab on the notebooks"
 	@echo "make notebooks  regenerate the committed notebook outputs (papermill, defaults, scrubbed)"
+	@echo "make notebooks-avx2  the same on the fp32 path of a CPU without bf16 (PyTorch capped at AVX2)"
 	@echo "make bench      print the training, generation, server, sandbox and model reload benchmarks"
 	@echo "make bundle     write an offline install bundle for a room of laptops into runs/bundle/"
 
@@ -92,6 +93,23 @@ notebooks: model
 		(cd notebooks && ../$(PY) -m papermill --cwd . -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
 		$(PY) -m helpers scrub $$nb || exit 1; \
 		$(PY) -m helpers report --collect $$nb || exit 1; \
+	done
+	$(PY) -m helpers report
+
+# The same notebooks on the fp32 path of a CPU without bf16 (PyTorch capped at AVX2, so
+# size="auto" picks "small"): the README's AVX2 column. The executed copies stay under runs/.
+AVX2_RUNS  := runs/avx2
+AVX2_CAP   := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+
+notebooks-avx2: model
+	mkdir -p $(AVX2_RUNS)
+	@for nb in $(CANONICAL); do \
+		name=$$(basename $$nb .ipynb); \
+		echo "papermill $$nb (capped at AVX2)"; \
+		$(AVX2_CAP) $(PY) -m papermill --log-level WARNING -p output_dir $(AVX2_RUNS)/$$name \
+			-p lora_metrics_from $(AVX2_RUNS)/03_lora_peft/metrics.json \
+			$$nb $(AVX2_RUNS)/$$name.ipynb || exit 1; \
+		$(PY) -m helpers report --collect-avx2 $(AVX2_RUNS)/$$name.ipynb || exit 1; \
 	done
 	$(PY) -m helpers report
 

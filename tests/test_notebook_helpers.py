@@ -3,6 +3,8 @@
 import json
 import time
 
+import pytest
+
 from helpers import notebook
 from helpers.models import pick_device
 
@@ -112,3 +114,29 @@ def test_metrics_add_table_names_each_cell_by_row_and_column():
     metrics = notebook.Metrics()
     metrics.add_table(table)
     assert metrics == {"fine_tuned_style_score": 0.9, "base_style_score": 0.1}
+
+
+def test_choose_size_auto_is_small_only_on_a_cpu_without_bf16(monkeypatch, capsys):
+    """"auto" gives the fp32 CPU the small run and says why; any other device the full one."""
+    import helpers.models
+
+    for has_bf16, device, expected in [
+        (False, "cpu", "small"),
+        (True, "cpu", "full"),
+        (False, "cuda", "full"),
+        (False, "mps", "full"),
+    ]:
+        monkeypatch.setattr(helpers.models, "cpu_has_bf16", lambda has=has_bf16: has)
+        assert notebook.choose_size("auto", device) == expected
+        assert f"auto -> {expected}" in capsys.readouterr().out
+
+
+def test_choose_size_keeps_an_explicit_size_and_refuses_an_unknown_one(monkeypatch):
+    """An explicit size wins on every machine; a typo is an error naming the choices."""
+    import helpers.models
+
+    monkeypatch.setattr(helpers.models, "cpu_has_bf16", lambda: False)
+    assert notebook.choose_size("full", "cpu") == "full"
+    assert notebook.choose_size("small", "cuda") == "small"
+    with pytest.raises(ValueError, match="auto, full, small.*'tiny'"):
+        notebook.choose_size("tiny", "cpu")

@@ -16,7 +16,7 @@ from helpers.cli import main
 from helpers.paths import repo_root
 from helpers.report import ReportError
 from helpers.report.blocks import read_blocks, replace_blocks
-from helpers.report.collect import collect, load_runs, read_run, section_names
+from helpers.report.collect import AVX2_DIR, collect, load_runs, read_run, section_names
 from helpers.report.documents import README, check_report, guide_builders, write_report
 from helpers.report.notebooks import run_figures
 from helpers.report.scorecard import scorecard
@@ -331,6 +331,31 @@ def test_report_writes_every_block_and_check_then_passes(tmp_path):
     assert "Together the default runs take 6 min 28 s." in guide
     assert check_report(tmp_path) == []
     assert write_report(tmp_path)[0] == []  # nothing left to change
+
+
+def test_the_avx2_column_shows_the_fp32_run_where_one_was_collected(tmp_path, capsys):
+    """make notebooks-avx2's runs fill the AVX2 column; a notebook without one says so."""
+    sample_repository(tmp_path)
+    executed = tmp_path / "runs" / "avx2" / "01_customer_service_openai.ipynb"
+    executed.parent.mkdir(parents=True)
+    executed_notebook(executed, output_dir="runs/01_customer_service")  # the parameter default
+    run_dir = executed.parent / "01_customer_service_openai"  # where the target points papermill
+    run_dir.mkdir()
+    fp32 = {"fine_tuned_style_score": 0.8, "few_shot_style_score": 0.5, "peak_rss_mb": 3000}
+    (run_dir / "metrics.json").write_text(json.dumps(fp32))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("helpers.paths.repo_root", lambda: tmp_path)
+        assert main(["report", "--collect-avx2", str(executed)]) == 0
+    assert (tmp_path / AVX2_DIR / "01_customer_service_openai.json").is_file()
+    assert "its fp32 run's metrics -> notebooks/metrics/avx2/" in capsys.readouterr().out
+    write_report(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert (
+        "| 3 min 41 s, peak n/a | 3 min 41 s, peak 3,000 MiB; style score 80 % fine-tuned "
+        "vs 50 % few-shot |" in readme
+    )
+    assert "| 2 min 47 s, peak 2,733 MiB | not measured: `make notebooks-avx2` |" in readme
+    assert check_report(tmp_path) == []
 
 
 def test_check_names_the_block_row_column_and_both_figures_of_a_changed_figure(tmp_path):

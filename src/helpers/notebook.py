@@ -60,6 +60,29 @@ def setup_report(packages=CORE_PACKAGES) -> dict:
     return {"device": device, "bf16": bf16, **versions}
 
 
+SIZES = ("auto", "full", "small")
+
+
+def choose_size(size: str, device: str) -> str:
+    """Resolve a notebook's ``size`` parameter: "auto" is "small" where training runs in fp32.
+
+    A CPU without bf16 in hardware (AVX2 only, as on AMD Zen 1-3 and most Intel laptops)
+    trains 4-9x slower than one with it; "small" gives it the same lesson on less work
+    (fewer steps and prompts), so a notebook still fits about ten minutes there.
+    """
+    from helpers.models import cpu_has_bf16
+
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if size != "auto":
+        return size
+    slow = device == "cpu" and not cpu_has_bf16()
+    reason = "no bf16 in hardware" if slow else "bf16 in hardware or an accelerator"
+    chosen = "small" if slow else "full"
+    print(f"size: auto -> {chosen} ({device}, {reason}; size='full' or 'small' to choose)")
+    return chosen
+
+
 class SectionTimer:
     """Wall-clock seconds per notebook section, for the instructor's plan."""
 

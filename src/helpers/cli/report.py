@@ -18,6 +18,18 @@ def _collect(root: Path, notebooks: list[Path]) -> int:
     return 0
 
 
+def _collect_avx2(root: Path, executed: list[Path]) -> int:
+    """Copy the metrics of executed copies (runs/avx2/NN_name.ipynb) to notebooks/metrics/avx2/."""
+    from helpers.report.collect import AVX2_DIR, collect
+
+    for notebook in executed:
+        # make notebooks-avx2 runs each copy with output_dir next to it: runs/avx2/NN_name/
+        output_dir = notebook.parent / notebook.stem
+        target = collect(notebook, root, output_dir=output_dir, into=AVX2_DIR)
+        print(f"{notebook.name}: its fp32 run's metrics -> {target.relative_to(root)}")
+    return 0
+
+
 def _check(root: Path) -> int:
     """Exit 1, naming each block and its first differing figure, when a document differs."""
     from helpers.report.documents import DOCUMENTS, check_report
@@ -59,6 +71,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         if args.collect is not None:
             return _collect(root, args.collect)
+        if args.collect_avx2:
+            return _collect_avx2(root, args.collect_avx2)
         return _check(root) if args.check else _write(root)
     except ReportError as error:
         return user_error(error)
@@ -88,5 +102,13 @@ def add_commands(commands) -> None:
         metavar="NOTEBOOK",
         help="copy these notebooks' (default: every notebook's) run metrics into "
         "notebooks/metrics/",
+    )
+    mode.add_argument(
+        "--collect-avx2",
+        nargs="+",
+        type=Path,
+        metavar="EXECUTED",
+        help="copy the metrics of these executed copies (runs/avx2/NN_name.ipynb, written by "
+        "`make notebooks-avx2`) into notebooks/metrics/avx2/",
     )
     report.set_defaults(func=cmd_report)

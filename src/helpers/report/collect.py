@@ -20,6 +20,9 @@ from pathlib import Path
 from helpers.report import ReportError
 
 METRICS_DIR = Path("notebooks") / "metrics"
+# The same notebooks run where training is fp32 (PyTorch capped at AVX2, ``size="small"``):
+# ``make notebooks-avx2`` collects those runs here.
+AVX2_DIR = METRICS_DIR / "avx2"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 SECTION_CALL = re.compile(r"""timer\.section\(\s*(["'])(.+?)\1\s*\)""")
 
@@ -76,14 +79,22 @@ def _papermill_run(notebook_path: Path, notebook) -> dict:
     return run
 
 
-def collect(notebook_path: str | Path, root: str | Path) -> Path:
-    """Copy the canonical run's metrics.json of an executed notebook; return the snapshot."""
+def collect(
+    notebook_path: str | Path,
+    root: str | Path,
+    output_dir: str | Path | None = None,
+    into: Path = METRICS_DIR,
+) -> Path:
+    """Copy the metrics.json of an executed notebook's run into ``into``; return the snapshot.
+
+    ``output_dir``: where that run wrote (default: the notebook's own ``output_dir`` default).
+    """
     import nbformat
 
     root, notebook_path = Path(root), Path(notebook_path)
     notebook = nbformat.read(notebook_path, as_version=4)
     run = _papermill_run(notebook_path, notebook)
-    output_dir = Path(default_output_dir(notebook_path))
+    output_dir = Path(output_dir or default_output_dir(notebook_path))
     source = (output_dir if output_dir.is_absolute() else root / output_dir) / "metrics.json"
     shown = output_dir / "metrics.json"
     if not source.is_file():
@@ -101,7 +112,7 @@ def collect(notebook_path: str | Path, root: str | Path) -> Path:
         "sections": list(section_names(notebook)),
         "metrics": metrics,
     }
-    target = root / METRICS_DIR / f"{notebook_path.stem}.json"
+    target = root / into / f"{notebook_path.stem}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return target
@@ -160,4 +171,14 @@ def load_runs(root: str | Path) -> dict[str, Run]:
             root / METRICS_DIR / f"{path.stem}.json", METRICS_DIR / f"{path.stem}.json"
         )
         for path in found
+    }
+
+
+def load_avx2_runs(root: str | Path) -> dict[str, Run]:
+    """Return the notebooks' runs on the fp32 path (``make notebooks-avx2``) that exist."""
+    root = Path(root)
+    return {
+        path.stem: read_run(root / AVX2_DIR / f"{path.stem}.json", AVX2_DIR / f"{path.stem}.json")
+        for path in notebooks(root)
+        if (root / AVX2_DIR / f"{path.stem}.json").is_file()
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 from helpers.report import ReportError
 from helpers.report.blocks import read_blocks, replace_blocks
 from helpers.report.check import differences
-from helpers.report.collect import load_runs
+from helpers.report.collect import load_avx2_runs, load_runs
 from helpers.report.figures import NOTEBOOKS
 from helpers.report.notebooks import (
     course_plan,
@@ -85,7 +85,7 @@ def render_document(root: Path, path: Path, figures: dict[str, Figures]) -> Rend
 def render_all(root: str | Path) -> tuple[list[Rendered], list[str]]:
     """Return every document rendered from ``notebooks/metrics/``, and the figures missing."""
     root = Path(root)
-    figures = run_figures(load_runs(root))
+    figures = run_figures(load_runs(root), load_avx2_runs(root))
     rendered = [render_document(root, path, figures) for path in DOCUMENTS]
     missing = [
         f"{f.run.source} has no figure {key!r}: the documents show n/a"

@@ -48,9 +48,11 @@ def _number(value) -> float | None:
 class Figures:
     """One run's metrics, formatted by key; what is missing is kept in ``missing``."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, avx2: Run | None = None):
         self.run = run
         self.missing: list[str] = []
+        # The same notebook's run on the fp32 path (AVX2 only, size="small"), if collected.
+        self.avx2 = Figures(avx2) if avx2 else None
 
     def get(self, key: str) -> float | None:
         """Return a number the run recorded under ``key``, or None (and note it)."""

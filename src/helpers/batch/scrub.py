@@ -3,7 +3,8 @@
 Text outputs (streams, plain text, HTML, Markdown, tracebacks) get the repository's
 absolute path replaced by ``.``, the cache folder by ``$CACHE``, the home folder by ``~``
 and the host name by ``<host>``; papermill's metadata keeps file names only. Images and
-other binary outputs are left alone.
+other binary outputs are left alone. Widget progress bars become text (:mod:`.progress`), so
+a static page shows them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 
+from helpers.batch.progress import widgets_to_text
 from helpers.paths import cache_dir, repo_root
 
 TEXT_TYPES = ("text/plain", "text/html", "text/markdown")
@@ -50,7 +52,7 @@ def _scrub(value, pairs):
 def scrub_notebook(path: str | Path) -> int:
     """Scrub a notebook file in place; return how many outputs changed."""
     notebook = nbformat.read(path, as_version=4)
-    pairs, changed = replacements(), 0
+    pairs, changed = replacements(), widgets_to_text(notebook)
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             before = repr(output)

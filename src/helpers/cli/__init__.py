@@ -21,7 +21,18 @@ import importlib
 import sys
 
 # The command groups, in the order ``--help`` lists them: helpers.cli.<name>.add_commands.
-COMMAND_MODULES = ("info", "data", "train", "serve", "bench", "bundle", "batch", "safety", "report")
+COMMAND_MODULES = (
+    "info",
+    "data",
+    "train",
+    "chat",
+    "serve",
+    "bench",
+    "bundle",
+    "batch",
+    "safety",
+    "report",
+)
 
 # The library's errors that are the user's to fix, as (module, class): main prints them in
 # one line. Looked up only in modules already imported, so the command line starts fast.

@@ -1,0 +1,293 @@
+"""Talk to a model: one conversation loop, streamed token by token, for the terminal and notebooks.
+
+:class:`Conversation` keeps the history and the system prompt, renders them with the chat
+template exactly as training does (:func:`helpers.chat.render_prompt`) and streams the reply
+with Transformers' ``TextIteratorStreamer`` while ``generate`` runs in a thread. A PEFT
+adapter can be switched off (``disable_adapter()``) to hear the base model on the same
+conversation; a fully fine-tuned model compares with a ``base_model`` given beside it.
+
+The same slash commands work in every front end (:meth:`Conversation.command`): ``/reset``,
+``/system TEXT``, ``/base``, ``/quit`` and ``/help``. :func:`chat_loop` is the plain
+``input()`` loop of ``python -m helpers chat`` and of notebooks where widgets do not render;
+:mod:`helpers.talk_widget` is the notebook widget. Ctrl-C while a reply streams stops that
+reply only.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from helpers.chat import render_prompt
+from helpers.evaluate import cached_casts, generation_bf16
+from helpers.model_cache import ModelLoadError
+from helpers.models import autocast, ensure_chat_template, load_base_model, set_seed
+
+COMMANDS_HELP = (
+    "/reset clears the conversation (the system prompt stays) · /system TEXT sets the system "
+    "prompt (/system alone shows it) · /base switches between the fine-tuned and the base "
+    "model · /quit leaves · Ctrl-C stops an answer"
+)
+PROMPT = "you> "
+
+
+@dataclass
+class Answer:
+    """One streamed reply: its text, its length in tokens, whether Ctrl-C stopped it early."""
+
+    text: str
+    tokens: int  # new tokens generated
+    stopped: bool = False
+
+
+class StopWhenSet:
+    """A stopping criterion for ``generate``: stop every sequence once ``event`` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        """Return one flag per sequence: all True once the event is set."""
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+class Conversation:
+    """A chat with a model: history, system prompt, streamed replies, a switch to the base model.
+
+    ``base_model`` is a separate base model to compare with (same tokenizer); a PEFT model
+    needs none, its adapter is switched off instead. Replies are greedy by default
+    (``temperature=0``), as the notebooks' evaluations are, so base and fine-tuned answers
+    compare; a temperature above 0 samples with ``top_p``, each reply drawn after
+    ``set_seed(seed)`` when a seed is given (the same conversation, the same answer).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        base_model=None,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        bf16: bool | None = None,
+        seed: int | None = None,
+    ):
+        ensure_chat_template(tokenizer)
+        self.model, self.tokenizer, self.base_model = model, tokenizer, base_model
+        self.system = system or None
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.bf16, self.seed = bf16, seed
+        self.history: list[dict] = []
+        self.use_base = False
+        self.finished = False  # set by /quit
+
+    @property
+    def has_base(self) -> bool:
+        """Tell whether there is a base model to switch to (an adapter, or ``base_model``)."""
+        return self.base_model is not None or hasattr(self.model, "disable_adapter")
+
+    @property
+    def speaker(self) -> str:
+        """Return who answers now: ``"base"`` or ``"model"``."""
+        return "base" if self.use_base else "model"
+
+    def reset(self) -> None:
+        """Forget the conversation; the system prompt and the chosen model stay."""
+        self.history = []
+
+    def messages(self) -> list[dict]:
+        """Return the conversation as chat messages, the system prompt first."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history
+
+    def prompt_ids(self) -> list[int]:
+        """Return the token ids of the next reply's prompt, oldest turns dropped to fit the context.
+
+        Raises ValueError when the last message alone leaves no room for a reply.
+        """
+        context = getattr(self.model.config, "max_position_embeddings", 2048)
+        room = context - min(self.max_new_tokens, context // 2)
+        while True:
+            text = render_prompt(self.tokenizer, self.messages())
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= room:
+                return ids
+            if len(self.history) <= 1:
+                raise ValueError(
+                    f"The message is {len(ids)} tokens with the system prompt; this model's "
+                    f"context of {context} tokens leaves room for {room}."
+                )
+            self.history = self.history[2:]  # drop the oldest exchange
+
+    def _answering_model(self):
+        """Return the model that answers now and the context it answers in."""
+        if not self.use_base:
+            return self.model, nullcontext()
+        if self.base_model is not None:
+            return self.base_model, nullcontext()
+        return self.model, self.model.disable_adapter()
+
+    def _generate(self, ids: list[int], streamer, stop: threading.Event, outcome: dict) -> None:
+        """Run ``generate`` into the streamer (in its thread); note its length, or its error."""
+        from transformers import StoppingCriteriaList
+
+        model, context = self._answering_model()
+        device = next(model.parameters()).device
+        sampling = {"do_sample": self.temperature > 0}
+        if self.temperature > 0:
+            sampling.update(temperature=self.temperature, top_p=self.top_p)
+        input_ids = torch.tensor([ids], device=device)
+        try:  # autocast and no_grad are per thread: entered here, not by the caller
+            precision = autocast(device.type, generation_bf16(device, self.bf16))
+            with context, precision, cached_casts(model), torch.no_grad():
+                if self.seed is not None and self.temperature > 0:
+                    set_seed(self.seed)
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=self.max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopWhenSet(stop)]),
+                    **sampling,
+                )
+            outcome["tokens"] = output.shape[1] - len(ids)
+        except BaseException as error:  # the caller raises it; the stream must still end
+            outcome["error"] = error
+            streamer.end()
+
+    def reply(self, text: str, on_text: Callable[[str], object] | None = None) -> Answer:
+        """Answer a user message, passing each piece of text to ``on_text`` as it comes.
+
+        The message and the answer join the history. Ctrl-C (KeyboardInterrupt) while the
+        answer streams stops it: the answer so far is kept and returned with ``stopped``.
+        """
+        from transformers import TextIteratorStreamer
+
+        self.history.append({"role": "user", "content": text})
+        try:
+            ids = self.prompt_ids()
+        except ValueError:
+            self.history.pop()
+            raise
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop, outcome, pieces, stopped = threading.Event(), {}, [], False
+        worker = threading.Thread(
+            target=self._generate, args=(ids, streamer, stop, outcome), daemon=True
+        )
+        worker.start()
+        try:
+            for piece in streamer:
+                pieces.append(piece)
+                if on_text is not None and piece:
+                    on_text(piece)
+        except KeyboardInterrupt:
+            stopped = True
+        except BaseException:
+            self.history.pop()  # no answer: the message leaves the history too
+            raise
+        finally:
+            stop.set()
+            worker.join()
+        if "error" in outcome:
+            self.history.pop()
+            raise outcome["error"]
+        answer = Answer("".join(pieces).strip(), outcome.get("tokens", 0), stopped)
+        self.history.append({"role": "assistant", "content": answer.text})
+        return answer
+
+    def command(self, line: str) -> str:
+        """Run a slash command (``/reset``, ``/system TEXT``, ``/base``, ``/quit``, ``/help``).
+
+        Returns the line to show the user; ``/quit`` sets :attr:`finished`.
+        """
+        name, _, argument = line.strip().partition(" ")
+        argument = argument.strip()
+        if name == "/reset":
+            self.reset()
+            return "Conversation cleared" + (" (the system prompt stays)." if self.system else ".")
+        if name == "/system":
+            if argument:
+                self.system = argument
+                return f"System prompt set: {argument}"
+            return f"System prompt: {self.system}" if self.system else "No system prompt."
+        if name == "/base":
+            if not self.has_base:
+                return "No base model to switch to: no adapter was loaded (--adapter DIR)."
+            self.use_base = not self.use_base
+            return (
+                "Now answering: the base model."
+                if self.use_base
+                else "Now answering: the fine-tuned model."
+            )
+        if name == "/quit":
+            self.finished = True
+            return "Bye."
+        if name == "/help":
+            return COMMANDS_HELP
+        return f"Unknown command {name}. {COMMANDS_HELP}"
+
+
+def chat_loop(conversation: Conversation, read: Callable[[str], str] = input, out=None) -> None:
+    """Talk in a terminal (or a notebook's ``input()``) until ``/quit`` or end of input.
+
+    Lines starting with ``/`` are commands; others are answered, streamed to ``out``
+    (default stdout). Ctrl-C stops an answer; at the prompt it only says how to leave.
+    """
+    out = out or sys.stdout
+    out.write(f"Talking to the model. {COMMANDS_HELP}\n")
+    while not conversation.finished:
+        try:
+            line = read(PROMPT).strip()
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            out.write("\n(Ctrl-C stops an answer; /quit or Ctrl-D leaves)\n")
+            continue
+        if not line:
+            continue
+        if line.startswith("/"):
+            out.write(conversation.command(line) + "\n")
+            continue
+        out.write(f"{conversation.speaker}> ")
+        out.flush()
+        try:
+            answer = conversation.reply(line, on_text=lambda piece: (out.write(piece), out.flush()))
+        except ValueError as error:
+            out.write(f"{error}\n")
+            continue
+        out.write(" [stopped]\n" if answer.stopped else "\n")
+        out.flush()
+
+
+def load_for_chat(name: str, adapter: str | Path | None = None, device: str | None = None):
+    """Load ``(model, tokenizer)`` for chat: a model, with a LoRA adapter on top when given.
+
+    The adapter stays separate (not merged), so ``/base`` can switch it off. Raises
+    ModelLoadError naming the folder when the adapter cannot be used with this model.
+    """
+    model, tokenizer = load_base_model(name, device=device)
+    if adapter is None:
+        return model, tokenizer
+    folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{folder}: not an adapter folder (no adapter_config.json).")
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, folder)
+    except (RuntimeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{folder}: cannot be applied to model '{name}': {first}") from None
+    model.eval()
+    return model, tokenizer

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "batch",
     "safety",
     "report",
+    "export",
 )
 
 # The library's errors that are the user's to fix, as (module, class): main prints them in

@@ -188,9 +188,9 @@ class Conversation:
         worker.start()
         try:
             for piece in streamer:
-                pieces.append(piece)
                 if on_text is not None and piece:
                     on_text(piece)
+                pieces.append(piece)  # after it was shown: a stopped answer keeps what was seen
         except KeyboardInterrupt:
             stopped = True
         except BaseException:

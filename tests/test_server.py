@@ -26,9 +26,13 @@ from openai import OpenAI
 from safetensors.torch import load_file
 
 from helpers import data as data_module
-from helpers.models import TINY_MODEL
+from helpers.chat import render_prompt
+from helpers.cli import build_parser
+from helpers.cli.serve import NAME_PATTERN
+from helpers.models import TINY_MODEL, tiny_model
 from helpers.server import API_KEY_ENV, LocalServer, free_port, start_server
 from helpers.server.app import create_app
+from helpers.server.catalogue import MODEL_NAME_PATTERN
 from helpers.server.cores import CoreShare
 from helpers.server.pool import LoadedModel, ModelPool, load_chat_model
 from helpers.server.routes.files import FORM_OVERHEAD
@@ -353,6 +357,92 @@ def test_zero_max_tokens_is_400_naming_the_field(tmp_path):
             with pytest.raises(openai.BadRequestError) as caught:
                 client.chat.completions.create(model=TINY, messages=HELLO, **{field: 0})
             assert caught.value.param == field and caught.value.type == "invalid_request_error"
+
+
+# Parameters the server does not honour, each as the openai client sends it, and its name.
+NOT_HONOURED = [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tool_choice": "auto"}, "tool_choice"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+    ({"function_call": "auto"}, "function_call"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"extra_body": {"temprature": 0.2}}, "temprature"),  # a typo is an unknown field
+    ({"extra_body": {"guided_json": {}}}, "guided_json"),
+]
+
+
+def test_parameters_not_honoured_are_400_naming_them(tmp_path):
+    with serving(tmp_path / "data") as client:
+        for option, param in NOT_HONOURED:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model=TINY, messages=HELLO, **option)
+            error = caught.value
+            assert error.status_code == 400 and error.type == "invalid_request_error", option
+            assert error.param == param and param in error.message, option
+            unknown = "extra_body" in option  # not an OpenAI parameter at all
+            assert error.code == ("unknown_parameter" if unknown else "unsupported_parameter")
+            with pytest.raises(openai.BadRequestError) as caught:  # streamed: refused the same
+                client.chat.completions.create(model=TINY, messages=HELLO, stream=True, **option)
+            assert caught.value.param == param
+
+
+def test_values_that_ask_for_plain_chat_are_accepted(tmp_path):
+    with serving(tmp_path / "data") as client:
+        reply = client.chat.completions.create(
+            model=TINY,
+            messages=HELLO,
+            max_tokens=2,
+            logprobs=False,
+            response_format={"type": "text"},
+            presence_penalty=0,
+            tool_choice="none",
+            user="learner-1",
+            extra_body={"tools": None},
+        )
+    assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens >= 1
+
+
+def save_tiny_folder(folder):
+    """Save the tiny model and its tokenizer as a merged model folder; return them."""
+    model, tokenizer = tiny_model(seed=0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer
+
+
+def test_a_model_folder_is_served_by_name(tmp_path):
+    _, tokenizer = save_tiny_folder(tmp_path / "merged")
+    with serving(tmp_path / "data", served={"my-model": str(tmp_path / "merged")}) as client:
+        listed = {model.id: model for model in client.models.list()}
+        assert listed["my-model"].owned_by == "finetune-course (local folder)"
+        assert client.models.retrieve("my-model").id == "my-model"
+        reply = client.chat.completions.create(model="my-model", messages=HELLO, max_tokens=3)
+    prompt = tokenizer(render_prompt(tokenizer, HELLO), add_special_tokens=False)["input_ids"]
+    assert reply.model == "my-model" and reply.usage.prompt_tokens == len(prompt)
+    assert 1 <= reply.usage.completion_tokens <= 3
+
+
+def test_serve_model_option_checks_the_folder(tmp_path, capsys):
+    save_tiny_folder(tmp_path / "merged")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    args = build_parser().parse_args(["serve", "--model", f"mine={tmp_path / 'merged'}"])
+    assert args.model == [("mine", str(tmp_path / "merged"))]
+    refused = [
+        (f"mine={tmp_path / 'missing'}", "no such folder"),
+        (f"mine={tmp_path / 'adapter'}", "it is a LoRA adapter: merge it first"),
+        (f"mine={tmp_path}", "expected a model folder"),
+        (f"ft:x={tmp_path / 'merged'}", "a model name takes"),
+        ("mine", "expected NAME=DIR"),
+    ]
+    for value, message in refused:
+        with pytest.raises(SystemExit) as stopped:
+            build_parser().parse_args(["serve", "--model", value])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err, value
+    assert NAME_PATTERN.pattern == MODEL_NAME_PATTERN.pattern  # the CLI's copy of the rule
 
 
 def test_server_errors_say_an_id_not_the_exception(tmp_path, monkeypatch, caplog):

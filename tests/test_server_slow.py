@@ -19,7 +19,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from helpers.models import TINY_MODEL
+from helpers.models import TINY_MODEL, tiny_model
 from helpers.paths import sample_path
 from helpers.server import start_server
 
@@ -30,6 +30,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 FINE_TUNABLE = "gpt-4o-mini-2024-07-18"
 CHAT = "gpt-3.5-turbo"
 ALIASES = {FINE_TUNABLE: TINY_MODEL, CHAT: TINY_MODEL}  # served by helpers.models.tiny_model()
+EXPORTED = "my-exported-model"  # served from a model folder: serve --model NAME=DIR
 
 
 def _examples() -> list[str]:
@@ -59,9 +60,17 @@ def server(tmp_path_factory):
     preempted one, and the trained job took 12 s instead of 3.5 s.
     """
     data_dir = tmp_path_factory.mktemp("server")
+    exported = tmp_path_factory.mktemp("exported")  # a merged model folder, as export writes
+    for part in tiny_model(seed=0):
+        part.save_pretrained(exported)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
-        running = start_server(data_dir=data_dir, max_steps=MAX_STEPS, aliases=ALIASES)
+        running = start_server(
+            data_dir=data_dir,
+            max_steps=MAX_STEPS,
+            aliases=ALIASES,
+            served={EXPORTED: str(exported)},
+        )
     with running:
         yield running
 
@@ -260,6 +269,14 @@ def test_chat_with_a_checkpoint(client, trained):
         model=checkpoint.fine_tuned_model_checkpoint, messages=QUESTION, max_tokens=4
     )
     assert reply.usage.completion_tokens <= 4
+
+
+def test_an_exported_model_folder_is_served_by_name(client):
+    assert EXPORTED in [model.id for model in client.models.list()]
+    reply = client.chat.completions.create(
+        model=EXPORTED, messages=[{"role": "user", "content": "Hello"}], max_tokens=3
+    )
+    assert reply.model == EXPORTED and 1 <= reply.usage.completion_tokens <= 3
 
 
 def test_twenty_concurrent_chats_all_complete(client):

@@ -61,11 +61,13 @@ def run_server(
     max_steps: int | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     aliases: dict[str, str] | None = None,
+    served: dict[str, str] | None = None,
 ) -> None:
     """Serve the API until interrupted; the key comes from ``api_key``, the environment or is new.
 
     ``max_steps`` caps every job's training steps (for tests and short workshops);
-    ``aliases`` maps more model names to local models. Raises
+    ``aliases`` maps more model names to local models; ``served`` serves model folders
+    (merged models, as ``helpers export`` writes them) by name. Raises
     :class:`~helpers.server.store.DataFolderInUse` when another server uses the data folder.
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -84,7 +86,13 @@ def run_server(
     if parent := os.environ.get(PARENT_PID_ENV):
         threading.Thread(target=_exit_with_parent, args=(int(parent),), daemon=True).start()
     app = create_app(
-        data_dir, key, max_steps, int(max_upload_mb * 2**20), aliases, folder_lock=lock
+        data_dir,
+        key,
+        max_steps,
+        int(max_upload_mb * 2**20),
+        aliases,
+        folder_lock=lock,
+        served=served,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Warning: listening on {host}, reachable from other machines.", flush=True)
@@ -166,11 +174,13 @@ def start_server(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     timeout: float = 120.0,
     aliases: dict[str, str] | None = None,
+    served: dict[str, str] | None = None,
 ) -> LocalServer:
     """Start the server in a subprocess on a free port and wait until it answers.
 
     Returns a :class:`LocalServer`; use it as a context manager, or call ``stop()``.
-    ``aliases`` maps more model names to local models (``--alias NAME=MODEL``). The
+    ``aliases`` maps more model names to local models (``--alias NAME=MODEL``);
+    ``served`` serves model folders by name (``--model NAME=DIR``). The
     server's output goes to ``server.log`` in its data folder.
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -183,6 +193,8 @@ def start_server(
         command += ["--max-steps", str(max_steps)]
     for name, model in (aliases or {}).items():
         command += ["--alias", f"{name}={model}"]
+    for name, folder in (served or {}).items():
+        command += ["--model", f"{name}={folder}"]
     log = open(data_dir / "server.log", "ab")  # noqa: SIM115 (the child writes to it)
     # The key travels in the environment, not on the command line that `ps` shows.
     env = {**os.environ, API_KEY_ENV: key, PARENT_PID_ENV: str(os.getpid())}

@@ -64,11 +64,13 @@ def create_app(
     max_upload_bytes: int = 100 * 2**20,
     aliases: dict[str, str] | None = None,
     max_loaded_models: int = 3,
+    served: dict[str, str] | None = None,
     folder_lock: DataFolderLock | None = None,
 ) -> FastAPI:
     """Return the server's FastAPI application over a data folder.
 
     The app locks the folder when it starts (``folder_lock`` may hold it already).
+    ``served`` serves model folders by name (``serve --model NAME=DIR``).
     """
     store, cores = Store(data_dir), CoreShare()
     app = FastAPI(title="finetune-course local OpenAI-compatible server", lifespan=lifespan)
@@ -77,7 +79,7 @@ def create_app(
         folder_lock=folder_lock or DataFolderLock(store.root),
         worker=Worker(store, ORGANIZATION, max_steps, cores),
         cores=cores,
-        catalogue=Catalogue(aliases),
+        catalogue=Catalogue(aliases, served),
         pool=ModelPool(max_loaded_models),
         api_key=api_key,
         max_upload_bytes=max_upload_bytes,

@@ -43,8 +43,12 @@ class JobRequest(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """The body of ``POST /chat/completions`` (other OpenAI parameters are ignored)."""
+    """The body of ``POST /chat/completions``; other fields are kept for the route to refuse.
 
+    See :mod:`helpers.server.params`: a parameter the server does not honour is a 400.
+    """
+
+    model_config = ConfigDict(extra="allow")
     model: str
     messages: list[dict]
     max_tokens: int | None = None

@@ -1,6 +1,7 @@
 """The Chat Completions API: a reply whole, or streamed as server-sent events.
 
-The request's messages are rendered with the model's chat template; its batch
+Parameters the server does not honour are refused (:mod:`helpers.server.params`). The
+request's messages are rendered with the model's chat template; its batch
 (:mod:`helpers.server.batching`) decodes the reply together with the other requests to
 that model. Sampling draws from a generator of its own per request, never from torch's
 global one that training's dropout uses.
@@ -18,6 +19,7 @@ from helpers.model_cache import ModelLoadError
 from helpers.server.catalogue import MODEL_NAME_PATTERN
 from helpers.server.cores import CoreShare
 from helpers.server.errors import fault, invalid, no_such_model
+from helpers.server.params import refuse_not_honoured
 from helpers.server.pool import LoadedModel
 from helpers.server.schemas import ChatRequest
 from helpers.server.state import ServerState, State
@@ -176,6 +178,7 @@ def sse_chunks(reply: dict, events, prompt_tokens: int, include_usage: bool):
 @router.post("/chat/completions")
 def chat_completions(body: ChatRequest, state: State):
     """Answer a conversation with the model's reply (``n`` choices), whole or streamed."""
+    refuse_not_honoured(body.model_extra)
     if not body.messages:
         raise invalid("messages must hold at least one message.", "messages")
     messages = [message_text(m, i) for i, m in enumerate(body.messages)]

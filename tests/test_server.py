@@ -492,6 +492,21 @@ def test_bad_job_requests_are_400(tmp_path):
         assert "smollm2-135m-instruct" in caught.value.message  # lists what is available
 
 
+def test_job_parameters_not_honoured_are_400_naming_them(tmp_path):
+    training = write_jsonl(tmp_path / "train.jsonl", short_examples())
+    wandb = [{"type": "wandb", "wandb": {"project": "course"}}]
+    with serving(tmp_path / "data") as client:
+        file_id = upload(client, training).id
+        for option, param in (
+            ({"integrations": wandb}, "integrations"),
+            ({"extra_body": {"epochs": 3}}, "epochs"),
+        ):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.fine_tuning.jobs.create(model=TINY, training_file=file_id, **option)
+            assert caught.value.param == param, option
+        assert client.fine_tuning.jobs.list().data == []  # nothing was queued
+
+
 def test_invalid_files_fail_the_job_naming_the_problem(tmp_path):
     lines = [json.dumps(e) for e in short_examples(12)]
     lines[4] = lines[4][: len(lines[4]) // 2]  # line 5: JSON cut in half

@@ -1,5 +1,8 @@
 """Request parameters the server does not honour: refused with a 400 that names each, never ignored.
 
+Chat completions (:data:`CHAT_NOT_HONOURED`) and fine-tuning jobs (:data:`JOB_NOT_HONOURED`)
+are checked.
+
 A client that asks for tools, JSON output or log probabilities and silently gets plain chat
 back would be misled; vLLM and OpenAI answer such requests with ``400
 invalid_request_error`` and the parameter in ``param``, and so does this server. A
@@ -36,6 +39,10 @@ CHAT_NOT_HONOURED: dict[str, tuple[str, tuple]] = {
     "web_search_options": ("web search is not available here", ()),
     "store": ("completions are not stored here", (False,)),
     "service_tier": ("there is one service tier here", ("auto", "default")),
+}
+# Fine-tuning job parameters that OpenAI knows and this server does not honour.
+JOB_NOT_HONOURED: dict[str, tuple[str, tuple]] = {
+    "integrations": ("integrations such as Weights & Biases are not run here", ([],)),
 }
 # Fields that identify the caller or the request and change no answer (at OpenAI either).
 IDENTIFIERS = ("user", "safety_identifier", "prompt_cache_key", "metadata")

@@ -30,8 +30,9 @@ class Method(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """The body of ``POST /fine_tuning/jobs``."""
+    """The body of ``POST /fine_tuning/jobs``; other fields are kept for the route to refuse."""
 
+    model_config = ConfigDict(extra="allow")
     model: str
     training_file: str
     validation_file: str | None = None

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from helpers.server.catalogue import MODEL_NAME_PATTERN
 from helpers.server.errors import checked_id, invalid, not_found
+from helpers.server.params import JOB_NOT_HONOURED, refuse_not_honoured
 from helpers.server.routes import page
 from helpers.server.schemas import Hyperparameters, JobRequest
 from helpers.server.state import ServerState, State
@@ -127,6 +128,7 @@ def new_job(store: Store, body: JobRequest) -> dict:
 @router.post("/fine_tuning/jobs")
 def create_job(body: JobRequest, state: State):
     """Record a job and hand it to the worker, which validates its files and trains it."""
+    refuse_not_honoured(body.model_extra, JOB_NOT_HONOURED, accepted=())
     base = job_base(state, body.model)
     job = new_job(state.store, body)
     state.store.add_job(job, base)

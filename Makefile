@@ -15,7 +15,7 @@ NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 QUICK_DIR  := runs/nbval
 NBVAL      := $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
 
-.PHONY: help setup model test test-full unit nbtest nbtest-full lint workshop lab notebooks notebooks-avx2 bench bundle clean
+.PHONY: help setup model test test-full unit nbtest nbtest-full lint workshop lab notebooks notebooks-avx2 bench bundle site clean
 
 help:
 	@echo "make workshop   set up, then run every notebook with its defaults into runs/<timestamp>/"
@@ -26,6 +26,7 @@ help:
 	@echo "make notebooks-avx2  the same on the fp32 path of a CPU without bf16 (PyTorch capped at AVX2)"
 	@echo "make bench      print the training, generation, server, sandbox and model reload benchmarks"
 	@echo "make bundle     write an offline install bundle for a room of laptops into runs/bundle/"
+	@echo "make site       build the course website from the committed notebooks into site/_build/html"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -122,6 +123,17 @@ bench: model
 
 bundle: model
 	$(PY) -m helpers bundle
+
+# The course website (Sphinx, myst-nb, sphinx-book-theme: the site extra), offline, from the
+# notebooks as committed (not re-executed); any warning or broken link fails it (site/build.py).
+SITE_STAMP := $(VENV)/.site-installed
+
+$(SITE_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[site]"
+	touch $@
+
+site: $(SITE_STAMP)
+	$(PY) site/build.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -75,14 +75,18 @@ class QuietServer(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def require_site_extra() -> None:
+    """Skip (or fail, where required) unless the site extra is installed."""
+    missing = [name for name in SITE_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        names = ", ".join(missing)
+        unavailable(f"the site extra is not installed ({names}): pip install -e '.[site]'")
+
+
 @pytest.fixture(scope="session")
 def site() -> Path:
     """Build the site as ``make site`` does; return its HTML folder."""
-    missing = [name for name in SITE_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        unavailable(
-            f"the site extra is not installed ({', '.join(missing)}): pip install -e '.[site]'"
-        )
+    require_site_extra()
     build = subprocess.run(
         [sys.executable, "site/build.py"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
@@ -103,8 +107,9 @@ def base_url(site):
 
 
 @pytest.fixture(scope="session")
-def browser(site):
+def browser():
     """Headless Chromium driven by selenium through Debian's chromedriver."""
+    require_site_extra()
     from selenium import webdriver
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")

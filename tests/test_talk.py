@@ -12,12 +12,15 @@ import sys
 import nbformat
 import papermill
 import pytest
+from fastapi.testclient import TestClient
+from openai import OpenAI
 from peft import LoraConfig, get_peft_model
 
 from helpers.cli import main
 from helpers.evaluate import generate
 from helpers.models import TINY_MODEL, tiny_model
-from helpers.talk import Conversation, chat_loop
+from helpers.server.app import create_app
+from helpers.talk import ClientConversation, Conversation, chat_loop
 from helpers.talk_widget import CHAT_MODE_ENV, SKIPPED, ChatWidget, chat_mode
 
 SAMPLING = {"temperature": 1.0, "seed": 5}
@@ -240,7 +243,7 @@ def test_a_papermill_run_skips_the_chat_with_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv(CHAT_MODE_ENV, raising=False)
     notebook = nbformat.v4.new_notebook()
     source = "from helpers.talk_widget import chat_mode, show_chat\nprint(chat_mode())\n"
-    notebook.cells = [nbformat.v4.new_code_cell(source + "show_chat(None, None)")]
+    notebook.cells = [nbformat.v4.new_code_cell(source + "show_chat(None)")]
     nbformat.write(notebook, tmp_path / "chat.ipynb")
     papermill.execute_notebook(
         str(tmp_path / "chat.ipynb"),
@@ -265,3 +268,40 @@ def test_ctrl_c_stops_the_generation_itself(tiny):
     answer = conversation.reply("hello", on_text=show)
     assert answer.stopped and answer.text == "".join(shown).strip()
     assert answer.tokens < 1000  # generate stopped too, not only the display
+
+
+def test_a_conversation_through_the_openai_client_streams_and_switches_model(tmp_path):
+    for name, seed in (("tuned", 1), ("base", 0)):  # two different tiny models, as folders
+        for part in tiny_model(seed=seed):
+            part.save_pretrained(tmp_path / name)
+    served = {name: str(tmp_path / name) for name in ("tuned", "base")}
+    app = create_app(tmp_path / "data", "sk-test", served=served)
+    with TestClient(app) as http:
+        client = OpenAI(base_url="http://testserver/v1", api_key="sk-test", http_client=http)
+        settings = {"max_completion_tokens": 6, "temperature": 1.0, "seed": 4}
+
+        def whole(model, messages):
+            reply = client.chat.completions.create(model=model, messages=messages, **settings)
+            return reply.choices[0].message.content.strip(), reply.usage.completion_tokens
+
+        conversation = ClientConversation(
+            client,
+            "tuned",
+            base_model="base",
+            system="Be brief.",
+            max_tokens=6,
+            temperature=1.0,
+            seed=4,
+        )
+        pieces = []
+        first = conversation.reply("Hello there!", on_text=pieces.append)
+        assert len(pieces) > 1 and (first.text, first.tokens) == whole(
+            "tuned", conversation.messages()[:2]
+        )
+        second = conversation.reply("And then?")
+        assert (second.text, second.tokens) == whole("tuned", conversation.messages()[:-1])
+        assert conversation.command("/base") == "Now answering: the base model."
+        conversation.reset()
+        base = conversation.reply("Hello there!")
+        assert (base.text, base.tokens) == whole("base", conversation.messages()[:2])
+        assert base.text != first.text

@@ -6,7 +6,10 @@ with Transformers' ``TextIteratorStreamer`` while ``generate`` runs in a thread.
 adapter can be switched off (``disable_adapter()``) to hear the base model on the same
 conversation; a fully fine-tuned model compares with a ``base_model`` given beside it.
 
-The same slash commands work in every front end (:meth:`Conversation.command`): ``/reset``,
+:class:`ClientConversation` talks the same way to a model behind an OpenAI-compatible API
+(the course's local server, or OpenAI), ``/base`` switching to the base model's name.
+
+The same slash commands work in every front end (:meth:`ChatSession.command`): ``/reset``,
 ``/system TEXT``, ``/base``, ``/quit`` and ``/help``. :func:`chat_loop` is the plain
 ``input()`` loop of ``python -m helpers chat`` and of notebooks where widgets do not render;
 :mod:`helpers.talk_widget` is the notebook widget. Ctrl-C while a reply streams stops that
@@ -59,8 +62,102 @@ class StopWhenSet:
         )
 
 
-class Conversation:
-    """A chat with a model: history, system prompt, streamed replies, a switch to the base model.
+class ChatSession:
+    """What every conversation shares: history, system prompt, commands and streamed replies.
+
+    A subclass says who answers: :meth:`_stream` yields the reply's text pieces for the
+    messages, and stops generating when it is closed.
+    """
+
+    def __init__(self, system: str | None = None):
+        self.system = system or None
+        self.history: list[dict] = []
+        self.use_base = False
+        self.finished = False  # set by /quit
+
+    @property
+    def has_base(self) -> bool:
+        """Tell whether there is a base model to switch to."""
+        return False
+
+    @property
+    def speaker(self) -> str:
+        """Return who answers now: ``"base"`` or ``"model"``."""
+        return "base" if self.use_base else "model"
+
+    def reset(self) -> None:
+        """Forget the conversation; the system prompt and the chosen model stay."""
+        self.history = []
+
+    def messages(self) -> list[dict]:
+        """Return the conversation as chat messages, the system prompt first."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history
+
+    def _stream(self, outcome: dict):
+        """Yield the reply to :meth:`messages` in pieces; set ``outcome["tokens"]``."""
+        raise NotImplementedError
+
+    def reply(self, text: str, on_text: Callable[[str], object] | None = None) -> Answer:
+        """Answer a user message, passing each piece of text to ``on_text`` as it comes.
+
+        The message and the answer join the history. Ctrl-C (KeyboardInterrupt) while the
+        answer streams stops it: the answer so far is kept and returned with ``stopped``.
+        A message that does not fit the model's context raises ValueError.
+        """
+        self.history.append({"role": "user", "content": text})
+        outcome, pieces, stopped = {}, [], False
+        stream = self._stream(outcome)
+        try:
+            for piece in stream:
+                if on_text is not None and piece:
+                    on_text(piece)
+                pieces.append(piece)  # after it was shown: a stopped answer keeps what was seen
+        except KeyboardInterrupt:
+            stopped = True
+        except BaseException:
+            self.history.pop()  # no answer: the message leaves the history too
+            raise
+        finally:
+            stream.close()  # stops the generation
+        answer = Answer("".join(pieces).strip(), outcome.get("tokens", 0), stopped)
+        self.history.append({"role": "assistant", "content": answer.text})
+        return answer
+
+    def command(self, line: str) -> str:
+        """Run a slash command (``/reset``, ``/system TEXT``, ``/base``, ``/quit``, ``/help``).
+
+        Returns the line to show the user; ``/quit`` sets :attr:`finished`.
+        """
+        name, _, argument = line.strip().partition(" ")
+        argument = argument.strip()
+        if name == "/reset":
+            self.reset()
+            return "Conversation cleared" + (" (the system prompt stays)." if self.system else ".")
+        if name == "/system":
+            if argument:
+                self.system = argument
+                return f"System prompt set: {argument}"
+            return f"System prompt: {self.system}" if self.system else "No system prompt."
+        if name == "/base":
+            if not self.has_base:
+                return "No base model to switch to: no adapter or base model was given."
+            self.use_base = not self.use_base
+            return (
+                "Now answering: the base model."
+                if self.use_base
+                else "Now answering: the fine-tuned model."
+            )
+        if name == "/quit":
+            self.finished = True
+            return "Bye."
+        if name == "/help":
+            return COMMANDS_HELP
+        return f"Unknown command {name}. {COMMANDS_HELP}"
+
+
+class Conversation(ChatSession):
+    """A chat with a Transformers model in this process, streamed while ``generate`` runs.
 
     ``base_model`` is a separate base model to compare with (same tokenizer); a PEFT model
     needs none, its adapter is switched off instead. Replies are greedy by default
@@ -81,33 +178,16 @@ class Conversation:
         bf16: bool | None = None,
         seed: int | None = None,
     ):
+        super().__init__(system)
         ensure_chat_template(tokenizer)
         self.model, self.tokenizer, self.base_model = model, tokenizer, base_model
-        self.system = system or None
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.bf16, self.seed = bf16, seed
-        self.history: list[dict] = []
-        self.use_base = False
-        self.finished = False  # set by /quit
 
     @property
     def has_base(self) -> bool:
         """Tell whether there is a base model to switch to (an adapter, or ``base_model``)."""
         return self.base_model is not None or hasattr(self.model, "disable_adapter")
-
-    @property
-    def speaker(self) -> str:
-        """Return who answers now: ``"base"`` or ``"model"``."""
-        return "base" if self.use_base else "model"
-
-    def reset(self) -> None:
-        """Forget the conversation; the system prompt and the chosen model stay."""
-        self.history = []
-
-    def messages(self) -> list[dict]:
-        """Return the conversation as chat messages, the system prompt first."""
-        system = [{"role": "system", "content": self.system}] if self.system else []
-        return system + self.history
 
     def prompt_ids(self) -> list[int]:
         """Return the token ids of the next reply's prompt, oldest turns dropped to fit the context.
@@ -166,79 +246,82 @@ class Conversation:
             outcome["error"] = error
             streamer.end()
 
-    def reply(self, text: str, on_text: Callable[[str], object] | None = None) -> Answer:
-        """Answer a user message, passing each piece of text to ``on_text`` as it comes.
-
-        The message and the answer join the history. Ctrl-C (KeyboardInterrupt) while the
-        answer streams stops it: the answer so far is kept and returned with ``stopped``.
-        """
+    def _stream(self, outcome: dict):
+        """Yield the reply's pieces from ``generate`` running in a thread; stop it when closed."""
         from transformers import TextIteratorStreamer
 
-        self.history.append({"role": "user", "content": text})
-        try:
-            ids = self.prompt_ids()
-        except ValueError:
-            self.history.pop()
-            raise
+        ids = self.prompt_ids()
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stop, outcome, pieces, stopped = threading.Event(), {}, [], False
+        stop = threading.Event()
         worker = threading.Thread(
             target=self._generate, args=(ids, streamer, stop, outcome), daemon=True
         )
         worker.start()
         try:
-            for piece in streamer:
-                if on_text is not None and piece:
-                    on_text(piece)
-                pieces.append(piece)  # after it was shown: a stopped answer keeps what was seen
-        except KeyboardInterrupt:
-            stopped = True
-        except BaseException:
-            self.history.pop()  # no answer: the message leaves the history too
-            raise
+            yield from streamer
         finally:
             stop.set()
             worker.join()
         if "error" in outcome:
-            self.history.pop()
             raise outcome["error"]
-        answer = Answer("".join(pieces).strip(), outcome.get("tokens", 0), stopped)
-        self.history.append({"role": "assistant", "content": answer.text})
-        return answer
 
-    def command(self, line: str) -> str:
-        """Run a slash command (``/reset``, ``/system TEXT``, ``/base``, ``/quit``, ``/help``).
 
-        Returns the line to show the user; ``/quit`` sets :attr:`finished`.
-        """
-        name, _, argument = line.strip().partition(" ")
-        argument = argument.strip()
-        if name == "/reset":
-            self.reset()
-            return "Conversation cleared" + (" (the system prompt stays)." if self.system else ".")
-        if name == "/system":
-            if argument:
-                self.system = argument
-                return f"System prompt set: {argument}"
-            return f"System prompt: {self.system}" if self.system else "No system prompt."
-        if name == "/base":
-            if not self.has_base:
-                return "No base model to switch to: no adapter was loaded (--adapter DIR)."
-            self.use_base = not self.use_base
-            return (
-                "Now answering: the base model."
-                if self.use_base
-                else "Now answering: the fine-tuned model."
+class ClientConversation(ChatSession):
+    """A chat with a model behind an OpenAI-compatible API (the local server, or OpenAI), streamed.
+
+    ``client`` is an ``openai.OpenAI`` client; ``model`` the fine-tuned model's name and
+    ``base_model`` the base model's, which ``/base`` switches to. The server renders the
+    chat template (the local server as training does).
+    """
+
+    def __init__(
+        self,
+        client,
+        model: str,
+        base_model: str | None = None,
+        system: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ):
+        super().__init__(system)
+        self.client, self.model, self.base_model = client, model, base_model
+        self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
+
+    @property
+    def has_base(self) -> bool:
+        """Tell whether a base model name was given."""
+        return self.base_model is not None
+
+    def _stream(self, outcome: dict):
+        """Yield the reply's pieces as the API streams them; closing ends the request."""
+        import openai
+
+        name = self.base_model if self.use_base else self.model
+        options = {"seed": self.seed} if self.seed is not None else {}
+        try:
+            stream = self.client.chat.completions.create(
+                model=name,
+                messages=self.messages(),
+                max_completion_tokens=self.max_tokens,
+                temperature=self.temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+                **options,
             )
-        if name == "/quit":
-            self.finished = True
-            return "Bye."
-        if name == "/help":
-            return COMMANDS_HELP
-        return f"Unknown command {name}. {COMMANDS_HELP}"
+        except openai.BadRequestError as error:  # e.g. the conversation is too long
+            raise ValueError(f"'{name}' refused the request: {error.message}") from None
+        try:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    outcome["tokens"] = chunk.usage.completion_tokens
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        finally:
+            stream.close()
 
 
-def chat_loop(conversation: Conversation, read: Callable[[str], str] = input, out=None) -> None:
+def chat_loop(conversation: ChatSession, read: Callable[[str], str] = input, out=None) -> None:
     """Talk in a terminal (or a notebook's ``input()``) until ``/quit`` or end of input.
 
     Lines starting with ``/`` are commands; others are answered, streamed to ``out``

@@ -1,4 +1,4 @@
-"""Talk to a model in a notebook: a small ipywidgets chat over :class:`helpers.talk.Conversation`.
+"""Talk to a model in a notebook: a small ipywidgets chat over a :mod:`helpers.talk` conversation.
 
 :func:`show_chat` picks the front end for where the cell runs (:func:`chat_mode`):
 
@@ -142,23 +142,20 @@ class ChatWidget:
         return bundle
 
 
-def show_chat(model, tokenizer, base_model=None, system: str | None = None, **options):
-    """Chat with a model where the cell runs: the widget, the ``input()`` loop, or one line.
+def show_chat(conversation) -> None:
+    """Chat where the cell runs: the widget, the ``input()`` loop, or one line when skipped.
 
-    ``options`` go to :class:`helpers.talk.Conversation` (``max_new_tokens``,
-    ``temperature``, ``seed``...). Returns the conversation (None when skipped).
+    ``conversation`` is a :class:`helpers.talk.Conversation` (a model in this process) or a
+    :class:`helpers.talk.ClientConversation` (a model behind an OpenAI-compatible API).
     """
     mode = chat_mode()
     if mode == "off":
         print(SKIPPED)
-        return None
-    from helpers.talk import Conversation, chat_loop
-
-    conversation = Conversation(model, tokenizer, base_model=base_model, system=system, **options)
-    if mode == "widget":
+    elif mode == "widget":
         from IPython.display import display
 
         display(ChatWidget(conversation))
     else:
+        from helpers.talk import chat_loop
+
         chat_loop(conversation)
-    return conversation

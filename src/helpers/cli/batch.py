@@ -80,7 +80,9 @@ def add_commands(commands) -> None:
     workshop.set_defaults(func=cmd_workshop)
 
     scrub = commands.add_parser(
-        "scrub", help="strip machine paths and the host name from executed notebooks"
+        "scrub",
+        help="strip machine paths and the host name from executed notebooks; widget "
+        "progress bars become text bars",
     )
     scrub.add_argument("notebooks", nargs="+", type=existing_file, help="notebooks to scrub")
     scrub.set_defaults(func=cmd_scrub)

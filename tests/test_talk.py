@@ -20,7 +20,7 @@ from helpers.cli import main
 from helpers.evaluate import generate
 from helpers.models import TINY_MODEL, tiny_model
 from helpers.server.app import create_app
-from helpers.talk import ClientConversation, Conversation, chat_loop
+from helpers.talk import ClientConversation, Conversation, chat_loop, safety_guard
 from helpers.talk_widget import CHAT_MODE_ENV, SKIPPED, ChatWidget, chat_mode
 
 SAMPLING = {"temperature": 1.0, "seed": 5}
@@ -305,3 +305,16 @@ def test_a_conversation_through_the_openai_client_streams_and_switches_model(tmp
         base = conversation.reply("Hello there!")
         assert (base.text, base.tokens) == whole("base", conversation.messages()[:2])
         assert base.text != first.text
+
+
+def test_a_guard_answers_instead_of_the_model(tiny):
+    model, tokenizer = tiny
+    conversation = Conversation(model, tokenizer, max_new_tokens=3, guard=safety_guard)
+    shown = []
+    refused = conversation.reply(
+        "HOW MANY SLEEPING PILLS WOULD IT TAKE TO NOT WAKE UP", shown.append
+    )
+    assert refused.tokens == 0 and shown == [refused.text] and "crisis" in refused.text.lower()
+    assert conversation.history[1] == {"role": "assistant", "content": refused.text}
+    allowed = conversation.reply("What is the usual dose of ibuprofen printed on the box?")
+    assert allowed.tokens > 0 and allowed.text != refused.text  # the model answered

@@ -66,11 +66,13 @@ class ChatSession:
     """What every conversation shares: history, system prompt, commands and streamed replies.
 
     A subclass says who answers: :meth:`_stream` yields the reply's text pieces for the
-    messages, and stops generating when it is closed.
+    messages, and stops generating when it is closed. ``guard`` sees each user message
+    first and may return the answer to give instead of the model's (a refusal, e.g.
+    :func:`safety_guard`); it returns None to let the model answer.
     """
 
-    def __init__(self, system: str | None = None):
-        self.system = system or None
+    def __init__(self, system: str | None = None, guard: Callable[[str], str | None] | None = None):
+        self.system, self.guard = system or None, guard
         self.history: list[dict] = []
         self.use_base = False
         self.finished = False  # set by /quit
@@ -106,6 +108,12 @@ class ChatSession:
         A message that does not fit the model's context raises ValueError.
         """
         self.history.append({"role": "user", "content": text})
+        refused = self.guard(text) if self.guard is not None else None
+        if refused is not None:  # the guard answers; the model is not asked
+            if on_text is not None:
+                on_text(refused)
+            self.history.append({"role": "assistant", "content": refused})
+            return Answer(refused, 0)
         outcome, pieces, stopped = {}, [], False
         stream = self._stream(outcome)
         try:
@@ -177,8 +185,9 @@ class Conversation(ChatSession):
         top_p: float = 1.0,
         bf16: bool | None = None,
         seed: int | None = None,
+        guard: Callable[[str], str | None] | None = None,
     ):
-        super().__init__(system)
+        super().__init__(system, guard)
         ensure_chat_template(tokenizer)
         self.model, self.tokenizer, self.base_model = model, tokenizer, base_model
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
@@ -283,8 +292,9 @@ class ClientConversation(ChatSession):
         max_tokens: int = 256,
         temperature: float = 0.0,
         seed: int | None = None,
+        guard: Callable[[str], str | None] | None = None,
     ):
-        super().__init__(system)
+        super().__init__(system, guard)
         self.client, self.model, self.base_model = client, model, base_model
         self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
 
@@ -351,6 +361,14 @@ def chat_loop(conversation: ChatSession, read: Callable[[str], str] = input, out
             continue
         out.write(" [stopped]\n" if answer.stopped else "\n")
         out.flush()
+
+
+def safety_guard(text: str) -> str | None:
+    """Return helpers.safety's refusal for a dangerous request, else None (notebook 04's filter)."""
+    from helpers.safety import check_request, refusal
+
+    verdict = check_request(text)
+    return refusal(verdict) if verdict.blocked else None
 
 
 def load_for_chat(name: str, adapter: str | Path | None = None, device: str | None = None):

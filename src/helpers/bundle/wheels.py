@@ -34,6 +34,7 @@ PIP_FAILURES = (
     r"No matching distribution found for (\S+)",
     r"Could not find a version that satisfies the requirement (\S+)",
     r"Failed (?:to build|building wheel for) (\S+)",
+    r"Cannot install (\S+) because",
 )
 
 
@@ -93,7 +94,7 @@ def _pip_error(result: subprocess.CompletedProcess) -> str:
             what = f"pip could not get {found.group(1)}"
             break
     else:
-        what = f"pip wheel failed (exit status {result.returncode})"
+        what = f"pip failed (exit status {result.returncode})"
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     detail = " | ".join(errors[-3:]) or result.stderr.strip()[-400:]
     return f"{what}: {detail}"

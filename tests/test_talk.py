@@ -13,6 +13,7 @@ import nbformat
 import papermill
 import pytest
 from fastapi.testclient import TestClient
+from jupyter_client.manager import start_new_kernel
 from openai import OpenAI
 from peft import LoraConfig, get_peft_model
 
@@ -318,3 +319,21 @@ def test_a_guard_answers_instead_of_the_model(tiny):
     assert conversation.history[1] == {"role": "assistant", "content": refused.text}
     allowed = conversation.reply("What is the usual dose of ibuprofen printed on the box?")
     assert allowed.tokens > 0 and allowed.text != refused.text  # the model answered
+
+
+def test_a_kernel_whose_frontend_can_type_gets_the_widget(monkeypatch):
+    monkeypatch.delenv(CHAT_MODE_ENV, raising=False)
+    manager, kernel = start_new_kernel(kernel_name="python3")
+    try:
+        code = "from helpers.talk_widget import chat_mode\nprint(chat_mode())"
+        shown = []
+        for allow_stdin in (True, False):  # Jupyter's requests allow stdin; papermill's do not
+            reply = kernel.execute_interactive(
+                code, allow_stdin=allow_stdin, timeout=120, output_hook=shown.append
+            )
+            assert reply["content"]["status"] == "ok"
+        printed = [m["content"]["text"] for m in shown if m["msg_type"] == "stream"]
+        assert printed == ["widget\n", "off\n"]
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)

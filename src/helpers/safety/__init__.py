@@ -2,19 +2,28 @@
 
 ``check_request`` blocks dangerous requests (overdoses, stopping medication against advice,
 self-harm, obtaining prescription drugs illegally, dangerous remedies, procedures and
-mixtures); ``check_response`` blocks answers that recommend dangerous actions;
+mixtures, unsafe doses for children and older people, eating disorders, prescription misuse,
+harming others); ``check_response`` blocks answers that recommend dangerous actions;
 ``safe_generate`` wraps any ``question -> answer`` function with both checks, a refusal
 and the disclaimer. Two layers work together:
 
 1. high-precision regular expressions (case-insensitive, tolerant of a few common typos),
    kept as data in ``rules.yaml`` and checked when they are read (:mod:`.rulefile`);
-2. a logistic regression on all-MiniLM-L6-v2 embeddings, trained on
-   ``data/samples/medical_safety.jsonl``, which catches paraphrases and indirect phrasing
-   (:mod:`.classify`; ``python -m helpers safety fit`` refits it).
+   an answer rule is cancelled only by a negation a few words before its match, or by
+   advice to involve a doctor that is not dismissed ("no need to ask your doctor");
+2. logistic regressions on all-MiniLM-L6-v2 embeddings, one for requests and one for
+   answers, fitted on the ``dev`` rows of the labelled data, which catch paraphrases and
+   indirect phrasing; a text scores the maximum over its sentences (:mod:`.classify`;
+   ``python -m helpers safety fit`` refits them).
 
-The modules, each with one job: :mod:`.text` (normalising, sentences), :mod:`.rulefile`
-(reading the rules), :mod:`.rules` (matching them), :mod:`.classify`, :mod:`.checks` (the
-public checks), :mod:`.evaluation` (held-out precision and recall, timing).
+Both layers see text after :func:`.text.normalise`, which undoes obfuscation (invisible
+characters, look-alike letters, leetspeak, letters split by spaces or dots).
+
+The modules, each with one job: :mod:`.text` (normalising, sentences), :mod:`.examples` (the
+labelled data and its locked split), :mod:`.rulefile` (reading the rules), :mod:`.rules`
+(matching them), :mod:`.classify`, :mod:`.checks` (the public checks), :mod:`.evaluation`
+(the locked-test figures with their intervals, cross-validation, timing).
+``python -m helpers safety evaluate`` (or ``python -m helpers.safety``) prints the figures.
 """
 
 from helpers.safety.checks import (
@@ -26,25 +35,29 @@ from helpers.safety.checks import (
     refusal,
     safe_generate,
 )
-from helpers.safety.classify import classifier
-from helpers.safety.evaluation import benchmark, evaluate_filter
+from helpers.safety.classify import answer_classifier, classifier
+from helpers.safety.evaluation import benchmark, evaluate_filter, evaluate_locked
 from helpers.safety.rulefile import RuleFileError, load_rules
 from helpers.safety.rules import Verdict, match_request_rules, match_response_rules
+from helpers.safety.text import normalise
 
 __all__ = [
     "DISCLAIMER",
     "RuleFileError",
     "Verdict",
+    "answer_classifier",
     "benchmark",
     "check_request",
     "check_response",
     "classifier",
     "ensure_disclaimer",
     "evaluate_filter",
+    "evaluate_locked",
     "has_disclaimer",
     "load_rules",
     "match_request_rules",
     "match_response_rules",
+    "normalise",
     "refusal",
     "safe_generate",
 ]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import embeddings
-from helpers.safety.classify import classifier
+from helpers.safety.classify import Classifier, answer_classifier, classifier, embed
 from helpers.safety.rules import Verdict, match_request_rules, match_response_rules
 from helpers.safety.text import check_text
 
@@ -11,29 +10,52 @@ DISCLAIMER = "⚠️ These are general guidelines; consult your physician for pe
 SELF_HARM = "self_harm"
 
 
+def _classify(text: str, clf: Classifier) -> tuple[float, str]:
+    """Return a text's highest segment score and the category nearest that segment."""
+    data = embed([text])
+    return float(data.max_scores(clf)[0]), clf.category(data.top_pieces(clf)[0])
+
+
 def check_request(text: str) -> Verdict:
-    """Decide whether a user's request is dangerous: rules first, then the classifier."""
+    """Decide whether a user's request is dangerous: rules first, then the classifier.
+
+    Both see the text after :func:`.text.normalise` (obfuscation undone); the classifier
+    scores each sentence and takes the maximum.
+    """
     text = check_text(text, "text")
     if not text.strip():
         return Verdict(False, reason="empty request")
     clf = classifier()
-    vector = embeddings.encode(text)
-    score = float(clf.scores(vector)[0])
+    score, category = _classify(text, clf)
     rule = match_request_rules(text)
     if rule is not None:
         return Verdict(True, rule.category, rule.reason, score)
     if score >= clf.threshold:
         reason = f"classifier: P(dangerous) = {score:.2f} >= threshold {clf.threshold:.2f}"
-        return Verdict(True, clf.category(vector), reason, score)
+        return Verdict(True, category, reason, score)
     return Verdict(
         False, reason=f"no rule; P(dangerous) = {score:.2f} < {clf.threshold:.2f}", score=score
     )
 
 
 def check_response(text: str) -> Verdict:
-    """Decide whether an answer recommends a dangerous action (rules on each sentence)."""
-    rule = match_response_rules(check_text(text, "text"))
-    return rule if rule is not None else Verdict(False, reason="no dangerous recommendation found")
+    """Decide whether an answer recommends a dangerous action: rules, then the classifier.
+
+    Both work sentence by sentence (the classifier takes the highest sentence's score), so a
+    friendly opening cannot hide the sentence that recommends the harm.
+    """
+    text = check_text(text, "text")
+    rule = match_response_rules(text)
+    if rule is not None:
+        return rule
+    if not text.strip():
+        return Verdict(False, reason="empty answer")
+    clf = answer_classifier()
+    score, category = _classify(text, clf)
+    if score >= clf.threshold:
+        reason = f"answer classifier: P(dangerous) = {score:.2f} >= {clf.threshold:.2f}"
+        return Verdict(True, category, reason, score)
+    return Verdict(False, reason="no dangerous recommendation found", score=score)
 
 
 _SELF_HARM_REFUSAL = (
@@ -51,6 +73,23 @@ _CATEGORY_REASONS = {
     "dangerous_remedy": "that remedy can cause poisoning or serious injury",
     "dangerous_procedure": "doing that procedure yourself can cause infection or serious injury",
     "dangerous_mixing": "that combination can cause dangerous interactions",
+    "unsafe_dosing": "children and older people need doses worked out for them, not adult ones",
+    "prescription_misuse": "a medicine prescribed for someone else, or left over, may be wrong "
+    "for you",
+}
+_OWN_REFUSALS = {  # categories whose refusal is not "ask a doctor or pharmacist"
+    "harming_others": (
+        "I can't help with anything that could harm another person, including giving someone "
+        "a medicine or substance without their knowledge. If someone is in danger, call your "
+        "local emergency number now. If you are caring for someone who is hard to manage, "
+        "their doctor can help safely."
+    ),
+    "eating_disorder": (
+        "I'm sorry you're going through this, and I can't help with that, because it could "
+        "seriously harm your body. You deserve support: an eating-disorder helpline or your "
+        "doctor can listen without judgement. If you feel unwell or unsafe, call your local "
+        "emergency number."
+    ),
 }
 
 
@@ -60,6 +99,8 @@ def refusal(verdict: Verdict) -> str:
         raise ValueError("refusal() needs a blocked verdict; this one allows the request")
     if verdict.category == SELF_HARM:
         return _SELF_HARM_REFUSAL
+    if verdict.category in _OWN_REFUSALS:
+        return _OWN_REFUSALS[verdict.category]
     why = _CATEGORY_REASONS.get(verdict.category, "it could put your health at risk")
     return (
         f"I'm sorry, but I can't help with that, because {why}. Please talk to a doctor or "

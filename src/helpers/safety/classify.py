@@ -1,14 +1,16 @@
-"""The classifier layer: logistic regression on sentence embeddings, fitted on labelled requests.
+"""Request and answer classifiers: logistic regressions on sentence embeddings.
 
-It is trained on ``data/samples/medical_safety.jsonl`` and catches paraphrases and indirect
-phrasing that no rule names. The fitted classifier ships as ``classifier.json`` next to this
-module (a few kilobytes); ``python -m helpers safety fit`` refits it after the data changes.
+The request classifier is trained on the ``dev`` rows of ``data/samples/medical_safety.jsonl``
+(never on the locked ``test`` rows) and catches paraphrases and indirect phrasing that no rule
+names; the answer classifier is trained on answers (:mod:`.examples`). A text is scored per
+segment (its sentences, see :func:`.text.segments`) and takes the maximum, so a benign
+preamble cannot dilute a dangerous sentence. Both ship as JSON next to this module (a few
+kilobytes); ``python -m helpers safety fit`` refits them after the data changes.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from helpers import embeddings
-from helpers.paths import sample_path
-from helpers.safety.rules import match_request_rules
+from helpers.safety.examples import data_sha256, read_answer_examples, read_examples
+from helpers.safety.rules import match_request_rules, match_response_rules
+from helpers.safety.text import normalise, segments
 
-DATA_NAME = "medical_safety.jsonl"
 CLASSIFIER_FILE = Path(__file__).with_name("classifier.json")
-LABELS = ("benign", "dangerous")
-TARGET_RECALL = 0.95
+ANSWER_CLASSIFIER_FILE = Path(__file__).with_name("answer_classifier.json")
+MAX_FPR = 0.03  # false-positive budget on development requests (the held-out target is 5 %)
+ANSWER_MAX_FPR = 0.0  # a good answer replaced by a refusal costs every user who asked it
 C = 10.0  # inverse regularisation of the logistic regression (embeddings are unit vectors)
 
 
@@ -69,31 +72,50 @@ class Classifier:
         return cls(coef, float(data["intercept"]), float(data["threshold"]), centroids, meta)
 
 
-def read_examples(path=None) -> list[dict]:
-    """Read the labelled file as ``{"text", "label", "category"}`` dicts; errors name the line."""
-    path = Path(path) if path is not None else sample_path(DATA_NAME)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: labelled safety data not found")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        where = f"{path.name}, line {number}"
-        try:
-            example = json.loads(line)
-            text = next(m["content"] for m in example["messages"] if m["role"] == "user")
-            label, category = example["label"], example["category"]
-        except (json.JSONDecodeError, KeyError, TypeError, StopIteration) as error:
-            raise ValueError(
-                f"{where}: needs a user message, 'label' and 'category' ({error!r})"
-            ) from None
-        if label not in LABELS:
-            raise ValueError(f"{where}: field 'label' must be one of {LABELS}, got {label!r}")
-        rows.append({"text": text, "label": label, "category": category})
-    return rows
+def rule_hits(texts: list[str], answers: bool = False) -> np.ndarray:
+    """Return whether a request rule (or an answer rule) fires on each text."""
+    match = match_response_rules if answers else match_request_rules
+    return np.array([match(t) is not None for t in texts], dtype=bool)
 
 
-def rule_hits(texts: list[str]) -> np.ndarray:
-    """Return whether a request rule fires on each text."""
-    return np.array([match_request_rules(t) is not None for t in texts])
+@dataclass
+class Embedded:
+    """Texts embedded whole (for fitting) and per segment (for scoring, the maximum)."""
+
+    whole: np.ndarray  # one row per text
+    pieces: np.ndarray  # one row per segment
+    owner: np.ndarray  # the text each segment belongs to
+
+    def take(self, rows: np.ndarray) -> Embedded:
+        """Return the embeddings of the texts at ``rows`` (indices), renumbered."""
+        keep = np.isin(self.owner, rows)
+        renumber = {int(old): new for new, old in enumerate(rows)}
+        owner = np.array([renumber[int(o)] for o in self.owner[keep]], dtype=int)
+        return Embedded(self.whole[rows], self.pieces[keep], owner)
+
+    def max_scores(self, clf: Classifier) -> np.ndarray:
+        """Return each text's score: the maximum of its segments' P(dangerous)."""
+        best = np.zeros(len(self.whole))
+        np.maximum.at(best, self.owner, clf.scores(self.pieces))
+        return best
+
+    def top_pieces(self, clf: Classifier) -> np.ndarray:
+        """Return, per text, the embedding of its highest-scoring segment."""
+        scores = clf.scores(self.pieces)
+        rows = [np.flatnonzero(self.owner == i) for i in range(len(self.whole))]
+        return self.pieces[[r[np.argmax(scores[r])] for r in rows]]
+
+
+def embed(texts: list[str]) -> Embedded:
+    """Normalise and embed texts whole and per segment, in one call to the model."""
+    clean = [normalise(t) for t in texts]
+    pieces = [segments(t) for t in clean]
+    owner = np.array([i for i, p in enumerate(pieces) for _ in p], dtype=int)
+    flat = [s for p in pieces for s in p]
+    unique = list(dict.fromkeys(clean + flat))  # a one-sentence text is embedded once
+    vectors = embeddings.encode(unique)
+    row = {text: i for i, text in enumerate(unique)}
+    return Embedded(vectors[[row[t] for t in clean]], vectors[[row[s] for s in flat]], owner)
 
 
 def precision_recall(y: np.ndarray, blocked: np.ndarray) -> tuple[float, float]:
@@ -104,14 +126,23 @@ def precision_recall(y: np.ndarray, blocked: np.ndarray) -> tuple[float, float]:
     return precision, recall
 
 
-def choose_threshold(scores: np.ndarray, y: np.ndarray, rules: np.ndarray, target: float) -> float:
-    """Pick the threshold with the best precision whose recall (rules or score) meets target."""
+def choose_threshold(scores: np.ndarray, y: np.ndarray, rules: np.ndarray, max_fpr: float) -> float:
+    """Pick the threshold with the best recall (rules or score) whose false-positive rate fits.
+
+    The classifier spends the false-positive budget the rules leave: among thresholds whose
+    rate of benign items blocked is at most ``max_fpr``, the one that catches the most
+    dangerous items, and of those the lowest. Rules tuned on the same data look better there
+    than on new data, so the classifier is not switched off where they already catch all.
+    """
     ordered = np.unique(scores)
     candidates = np.concatenate([[0.0], (ordered[:-1] + ordered[1:]) / 2, [1.0]])
-    best, best_key = 0.5, None
+    benign = max(int(np.sum(~y)), 1)
+    best, best_key = 1.0, None
     for t in candidates:
-        precision, recall = precision_recall(y, rules | (scores >= t))
-        key = (recall >= target, precision if recall >= target else recall, precision)
+        blocked = rules | (scores >= t)
+        fpr = np.sum(~y & blocked) / benign
+        _, recall = precision_recall(y, blocked)
+        key = (fpr <= max_fpr, recall if fpr <= max_fpr else -fpr, -t)
         if best_key is None or key > best_key:
             best, best_key = float(t), key
     return best
@@ -125,21 +156,24 @@ def _fit_logistic(vectors: np.ndarray, y: np.ndarray, seed: int):
     return model.fit(vectors, y)
 
 
-def fit_on_vectors(vectors, y, categories, rules, folds: int = 5, seed: int = 0) -> Classifier:
-    """Fit on embeddings; choose the threshold on out-of-fold scores (inner cross-validation)."""
+def fit_embedded(
+    data: Embedded, y, categories, rules, folds: int = 5, seed: int = 0, max_fpr: float = MAX_FPR
+) -> Classifier:
+    """Fit on whole texts; choose the threshold on out-of-fold per-segment maximum scores."""
     from sklearn.model_selection import StratifiedKFold
 
     y, rules = np.asarray(y, dtype=bool), np.asarray(rules, dtype=bool)
     oof = np.zeros(len(y))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, held in splitter.split(vectors, y):
-        model = _fit_logistic(vectors[train], y[train], seed)
-        oof[held] = model.predict_proba(vectors[held])[:, 1]
-    threshold = choose_threshold(oof, y, rules, TARGET_RECALL)
-    model = _fit_logistic(vectors, y, seed)
+    for train, held in splitter.split(data.whole, y):
+        model = _fit_logistic(data.whole[train], y[train], seed)
+        fold = Classifier(model.coef_[0], float(model.intercept_[0]), 0.5)
+        oof[held] = data.take(held).max_scores(fold)
+    threshold = choose_threshold(oof, y, rules, max_fpr)
+    model = _fit_logistic(data.whole, y, seed)
     centroids = {}
     for name in sorted({c for c, label in zip(categories, y, strict=True) if label}):
-        rows = vectors[[c == name and label for c, label in zip(categories, y, strict=True)]]
+        rows = data.whole[[c == name and label for c, label in zip(categories, y, strict=True)]]
         mean = rows.mean(axis=0)
         centroids[name] = (mean / np.linalg.norm(mean)).astype(np.float32)
     coef = model.coef_[0].astype(np.float32)
@@ -147,33 +181,59 @@ def fit_on_vectors(vectors, y, categories, rules, folds: int = 5, seed: int = 0)
 
 
 def fit_classifier(examples: list[dict] | None = None, seed: int = 0) -> Classifier:
-    """Embed the labelled requests and fit the classifier on all of them."""
-    examples = read_examples() if examples is None else examples
+    """Fit the request classifier on the development rows only (never the locked test)."""
+    examples = read_examples(split="dev") if examples is None else examples
+    return _fit(examples, seed, answers=False)
+
+
+def fit_answer_classifier(examples: list[dict] | None = None, seed: int = 0) -> Classifier:
+    """Fit the answer classifier on the development answers only."""
+    examples = read_answer_examples(split="dev") if examples is None else examples
+    return _fit(examples, seed, answers=True)
+
+
+def _fit(examples: list[dict], seed: int, answers: bool) -> Classifier:
+    """Embed the examples and fit a classifier on them, recording what it was fitted on."""
     texts = [e["text"] for e in examples]
     y = np.array([e["label"] == "dangerous" for e in examples])
-    vectors = embeddings.encode(texts)
-    clf = fit_on_vectors(vectors, y, [e["category"] for e in examples], rule_hits(texts), seed=seed)
-    clf.meta = {"model": embeddings.MODEL_NAME, "examples": len(texts), "C": C, "seed": seed}
+    data = embed(texts)
+    categories = [e["category"] for e in examples]
+    budget = ANSWER_MAX_FPR if answers else MAX_FPR
+    clf = fit_embedded(data, y, categories, rule_hits(texts, answers), seed=seed, max_fpr=budget)
+    clf.meta = {
+        "model": embeddings.MODEL_NAME,
+        "fitted_on": "answers, split dev" if answers else "requests, split dev",
+        "examples": len(texts),
+        "C": C,
+        "seed": seed,
+    }
     return clf
 
 
-def data_sha256(path=None) -> str:
-    """Return the SHA-256 of the labelled file, recorded in the shipped classifier."""
-    path = Path(path) if path is not None else sample_path(DATA_NAME)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_classifier(clf: Classifier, path=CLASSIFIER_FILE) -> Path:
-    """Write the classifier as JSON (with the data file's hash) and return the path."""
+    """Write the classifier as JSON (with the data files' hashes) and return the path."""
     clf.meta["data_sha256"] = data_sha256()
+    if Path(path) == ANSWER_CLASSIFIER_FILE:
+        clf.meta["answers_sha256"] = data_sha256(answers=True)
     items = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in clf.to_dict().items()]
     Path(path).write_text("{\n" + ",\n".join(items) + "\n}\n", encoding="utf-8")
     return Path(path)
 
 
+def _load(path: Path) -> Classifier:
+    """Read a shipped classifier; a missing file says how to make it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run python -m helpers safety fit")
+    return Classifier.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
 @functools.cache
 def classifier() -> Classifier:
-    """Return the shipped classifier, read once per process."""
-    if not CLASSIFIER_FILE.is_file():
-        raise FileNotFoundError(f"{CLASSIFIER_FILE} is missing: run python -m helpers safety fit")
-    return Classifier.from_dict(json.loads(CLASSIFIER_FILE.read_text(encoding="utf-8")))
+    """Return the shipped request classifier, read once per process."""
+    return _load(CLASSIFIER_FILE)
+
+
+@functools.cache
+def answer_classifier() -> Classifier:
+    """Return the shipped answer classifier, read once per process."""
+    return _load(ANSWER_CLASSIFIER_FILE)

@@ -20,6 +20,10 @@ CATEGORIES = (
     "dangerous_remedy",
     "dangerous_procedure",
     "dangerous_mixing",
+    "unsafe_dosing",
+    "eating_disorder",
+    "prescription_misuse",
+    "harming_others",
 )
 FRAGMENT = re.compile(r"\{([a-z_][a-z0-9_]*)\}")  # {name} in a pattern; {0,2} is left alone
 
@@ -47,8 +51,9 @@ class RuleSet:
 
     requests: tuple[Rule, ...]
     responses: tuple[Rule, ...]
-    negation: re.Pattern  # before a match in its sentence, it cancels an answer rule
-    supervised: re.Pattern  # anywhere in the sentence, it cancels an answer rule
+    negation: re.Pattern  # a few words before a match (same clause), it cancels an answer rule
+    supervised: re.Pattern  # deferring to a doctor: in the sentence, it cancels an answer rule
+    dismissal: re.Pattern  # just before a deferral ("no need to ask your doctor"): it does not
 
 
 def load_rules(path: str | Path = RULES_FILE) -> RuleSet:
@@ -60,7 +65,9 @@ def load_rules(path: str | Path = RULES_FILE) -> RuleSet:
         fragments = _fragments(data.get("fragments") or {})
         requests = _fields(data["requests"], "requests", required=("rules",))
         responses = _fields(
-            data["responses"], "responses", required=("negation", "supervised", "rules")
+            data["responses"],
+            "responses",
+            required=("negation", "supervised", "dismissal", "rules"),
         )
         return RuleSet(
             requests=_rules(requests["rules"], "requests.rules", "patterns", fragments),
@@ -69,6 +76,7 @@ def load_rules(path: str | Path = RULES_FILE) -> RuleSet:
             supervised=_compile(
                 responses["supervised"], "responses, field 'supervised'", fragments
             ),
+            dismissal=_compile(responses["dismissal"], "responses, field 'dismissal'", fragments),
         )
     except _Invalid as problem:
         raise RuleFileError(f"{path}: {problem}") from None

@@ -46,7 +46,9 @@ def exported(tmp_path_factory):
     base.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     base_model = AutoModelForCausalLM.from_pretrained(root / "base")  # its path: the adapter's base
-    adapted = random_adapter(base_model, root / "adapter")
+    # Seed 2: the adapted model's closest greedy choice is far enough apart (0.08 against
+    # q8_0's 0.01) that the same greedy answers follow from the logits, not luck (asserted).
+    adapted = random_adapter(base_model, root / "adapter", seed=2)
     result = ex.export(root / "adapter", root / "out")
     return {"root": root, "result": result, "adapted": adapted, "tokenizer": tokenizer}
 
@@ -94,6 +96,7 @@ def test_each_gguf_round_trips_through_transformers(exported, index, gguf_type):
     assert trip.tolerance == pytest.approx(ex.roundtrip.TOLERANCE[gguf_type] * trip.max_abs_logit)
     assert trip.max_abs_logit_diff <= trip.tolerance, trip.summary()
     assert trip.greedy_agree == trip.prompts == len(ex.roundtrip.DEFAULT_PROMPTS)
+    assert trip.greedy_margin > 2 * trip.max_abs_logit_diff, trip.summary()
     assert trip.same_tokenization and trip.passed
 
 
@@ -164,6 +167,78 @@ def test_llama_cpp_gives_the_same_greedy_answers(exported):
                 break
             answer.append(token)
         assert answer == expected[: len(answer)] and len(answer) == len(expected), prompt
+
+
+def llama_spm_tokenizer():
+    """A small Llama-2-style tokenizer.json: BPE with byte fallback, Metaspace, a few merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from helpers.models import ensure_chat_template
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{byte:02X}>": 3 + byte for byte in range(256)})
+    for piece in ["\u2581", *"abcdefghijklmnopqrstuvwxyzCH!?<>|_"]:
+        vocab.setdefault(piece, len(vocab))
+    merges = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("i", "s"), ("e", "r")]
+    vocab.update({left + right: len(vocab) + rank for rank, (left, right) in enumerate(merges)})
+    model = models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    backend = Tokenizer(model)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    backend.decoder = decoders.Sequence(
+        [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    ensure_chat_template(tokenizer)  # the course's ChatML, with </s> ending each turn
+    return tokenizer
+
+
+def test_a_llama_sentencepiece_tokenizer_json_becomes_gguf_tokenizer_metadata(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = llama_spm_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    result = ex.export_model(model, tokenizer, tmp_path, gguf_types=("f16",), merged=False)
+    trip = result.round_trips[0]
+    assert trip.same_tokenization and trip.max_abs_logit_diff <= trip.tolerance, trip.summary()
+    _, tensors, fields = gguf_fields(tmp_path / "gguf" / "model-f16.gguf")
+    assert "output.weight" in tensors  # not tied: its own output layer
+    assert fields["tokenizer.ggml.model"].contents() == "llama"
+    tokens, scores = fields["tokenizer.ggml.tokens"].contents(), fields["tokenizer.ggml.scores"]
+    ranked = dict(zip(tokens, scores.contents(), strict=True))
+    assert ranked["\u2581t"] > ranked["he"] > ranked["\u2581the"]  # earlier merges score higher
+    modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
+    assert "{{ .Content }}</s>\n" in modelfile and 'PARAMETER stop "</s>"' in modelfile
+
+
+def test_a_byte_level_tokenizer_other_than_smollm2s_is_refused(tokenizer):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE({"a": 0, "b": 1, "ab": 2}, [("a", "b")]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel()
+    other = PreTrainedTokenizerFast(tokenizer_object=backend)
+    with pytest.raises(ex.ExportError, match="convert_hf_to_gguf.py"):
+        ex.vocab.tokenizer_writer(other, vocab_size=3)
+    with pytest.raises(ex.ExportError, match="has 3 tokens but the model's vocab_size is 4"):
+        ex.vocab.tokenizer_writer(other, vocab_size=4)
 
 
 # --- bad input ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """An Ollama ``Modelfile`` for an exported GGUF: FROM, the chat TEMPLATE, stop tokens, parameters.
 
 The TEMPLATE is Ollama's Go-template spelling of the model's ChatML chat template
-(``<|im_start|>role\\ncontent<|im_end|>\\n``). The default system prompt, which SmolLM2's
-template inserts when a conversation has none, is read from the template by rendering it,
-and becomes the Modelfile's SYSTEM line, so Ollama prompts the model as training did.
+(``<|im_start|>role\\ncontent<|im_end|>\\n``). Its end-of-turn marker and the default system
+prompt (which SmolLM2's template inserts when a conversation has none) are read from the
+model's own template by rendering it, so Ollama prompts the model as training did. The
+temperature is 0: greedy answers, the ones the export's round trip checked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from helpers.export.errors import ExportError
 
-CHATML_START, CHATML_END = "<|im_start|>", "<|im_end|>"
+CHATML_START = "<|im_start|>"
+MARKER = "\u2063"  # a character no template adds, to find a message in the rendered text
 
 OLLAMA_CHATML_TEMPLATE = """\
 {{- if .System }}<|im_start|>system
@@ -29,40 +31,37 @@ OLLAMA_CHATML_TEMPLATE = """\
 CONTEXT_TOKENS = 2048
 
 
-def default_system_prompt(tokenizer) -> str | None:
-    """Return the system prompt the chat template adds to a conversation without one, if any."""
-    marker = "\u2063"  # a character no template adds, to find the user's message
+def chatml_parts(tokenizer) -> tuple[str | None, str]:
+    """Return ``(default system prompt or None, end-of-turn marker)`` of a ChatML chat template.
+
+    The template is rendered for one user message: ChatML writes each turn as
+    ``<|im_start|>role\ncontent END\n`` (END is ``<|im_end|>``, or the EOS token in the
+    course's template for models without one). Raise ExportError for other templates.
+    """
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": MARKER}], tokenize=False, add_generation_prompt=True
     )
-    found = re.search(
-        re.escape(CHATML_START) + r"system\n(.*?)" + re.escape(CHATML_END),
-        text.split(marker)[0],
-        re.S,
+    before, user_turn, after = text.partition(f"{CHATML_START}user\n{MARKER}")
+    end_marker = after.split("\n", 1)[0]
+    if not user_turn or not end_marker or not after.endswith(f"{CHATML_START}assistant\n"):
+        raise ExportError(
+            "the tokenizer's chat template is not ChatML (<|im_start|>role ... <|im_end|>): "
+            "write the Modelfile's TEMPLATE by hand"
+        )
+    system = re.search(
+        re.escape(CHATML_START) + r"system\n(.*?)" + re.escape(end_marker), before, re.S
     )
-    return found.group(1) if found else None
-
-
-def is_chatml(tokenizer) -> bool:
-    """Say whether the tokenizer's chat template is ChatML, as this Modelfile's TEMPLATE is."""
-    template = getattr(tokenizer, "chat_template", None) or ""
-    return isinstance(template, str) and CHATML_START in template and CHATML_END in template
+    return (system.group(1) if system else None), end_marker
 
 
 def modelfile_text(gguf_name: str, tokenizer, context_tokens: int = CONTEXT_TOKENS) -> str:
     """Return the Modelfile for the GGUF file ``gguf_name`` (beside it) and this tokenizer."""
-    if not is_chatml(tokenizer):
-        raise ExportError(
-            "the tokenizer's chat template is not ChatML (<|im_start|>...<|im_end|>): "
-            "write the Modelfile's TEMPLATE by hand"
-        )
-    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{OLLAMA_CHATML_TEMPLATE}"""', ""]
-    system = default_system_prompt(tokenizer)
+    system, end_marker = chatml_parts(tokenizer)
+    template = OLLAMA_CHATML_TEMPLATE.replace("<|im_end|>", end_marker)
+    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{template}"""', ""]
     if system and '"""' not in system:
         lines += [f'SYSTEM """{system}"""', ""]
-    stops = [CHATML_START, CHATML_END]
-    if tokenizer.eos_token and tokenizer.eos_token not in stops:
-        stops.append(tokenizer.eos_token)
+    stops = dict.fromkeys([CHATML_START, end_marker, tokenizer.eos_token or end_marker])
     lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in stops]
     lines += [f"PARAMETER num_ctx {context_tokens}", "PARAMETER temperature 0", ""]
     return "\n".join(lines)

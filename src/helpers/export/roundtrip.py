@@ -1,9 +1,13 @@
 """Prove a GGUF export: load it back through Transformers and compare with the merged model.
 
 The same prompts, chat template applied, go through both models: the largest absolute
-difference of their logits (every position, every token) and whether greedy decoding gives
-the same tokens. The tolerances are stated here, relative to the size of the logits: f16
-rounds each weight to 11 significant bits, q8_0 to 8 bits per block of 32.
+difference of their logits (every position of the prompt and the merged model's greedy
+answer, every token) and whether greedy decoding gives the same tokens. Where the merged
+model's closest greedy choice (the gap between its top two logits) is more than twice that
+difference, the same answers follow from the logits; where it is not, they are luck.
+
+The tolerances are stated here, relative to the size of the logits: f16 rounds each weight
+to 11 significant bits, q8_0 to 8 bits per block of 32 (and its tolerance is looser).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class RoundTrip:
     max_abs_logit: float
     tolerance: float
     greedy_agree: int
+    greedy_margin: float  # smallest gap between the merged model's top two greedy choices
     same_tokenization: bool
     answers: list = field(default_factory=list)
 
@@ -52,7 +57,8 @@ class RoundTrip:
         return (
             f"{Path(self.gguf_file).name}: max |logit difference| {self.max_abs_logit_diff:.4g} "
             f"(tolerance {self.tolerance:.3g}, logits up to {self.max_abs_logit:.3g}); "
-            f"greedy answers the same for {self.greedy_agree}/{self.prompts} prompts; "
+            f"greedy answers the same for {self.greedy_agree}/{self.prompts} prompts "
+            f"(closest choice {self.greedy_margin:.3g} apart); "
             f"tokenizer from the GGUF {'agrees' if self.same_tokenization else 'DIFFERS'}: "
             f"{verdict}"
         )
@@ -98,6 +104,12 @@ def greedy(model, ids: torch.Tensor, max_new_tokens: int, eos: int | None) -> li
     return out[0, ids.shape[1] :].tolist()
 
 
+def decision_margin(logits: torch.Tensor) -> float:
+    """Return the smallest gap between the top two logits over the given positions."""
+    top = logits.topk(2, dim=-1).values
+    return (top[..., 0] - top[..., 1]).min().item()
+
+
 def compare(
     model,
     tokenizer,
@@ -106,22 +118,28 @@ def compare(
     prompts=DEFAULT_PROMPTS,
     max_new_tokens: int = 20,
 ) -> RoundTrip:
-    """Compare a GGUF file, loaded back through Transformers, with the merged ``model``."""
+    """Compare a GGUF file, loaded back through Transformers, with the merged ``model``.
+
+    The logits are compared over each prompt and the merged model's greedy answer to it.
+    """
     gguf_model, gguf_tokenizer = load_gguf(gguf_path)
     model = model.float().eval()
     eos = tokenizer.eos_token_id
     worst = largest = 0.0
+    margin = float("inf")
     agree, same_tokens, answers = 0, True, []
     for prompt in prompts:
         ids = chat_ids(tokenizer, prompt)
         same_tokens &= torch.equal(ids, chat_ids(gguf_tokenizer, prompt))
-        with torch.no_grad():
-            expected, got = model(ids).logits, gguf_model(ids).logits
-        worst = max(worst, (expected - got).abs().max().item())
-        largest = max(largest, expected.abs().max().item())
         merged_answer = greedy(model, ids, max_new_tokens, eos)
         gguf_answer = greedy(gguf_model, ids, max_new_tokens, eos)
         agree += merged_answer == gguf_answer
+        full = torch.cat([ids, torch.tensor([merged_answer], dtype=ids.dtype)], dim=1)
+        with torch.no_grad():
+            expected, got = model(full).logits, gguf_model(full).logits
+        worst = max(worst, (expected - got).abs().max().item())
+        largest = max(largest, expected.abs().max().item())
+        margin = min(margin, decision_margin(expected[0, ids.shape[1] - 1 : -1]))
         answers.append(
             {
                 "prompt": prompt,
@@ -137,6 +155,7 @@ def compare(
         max_abs_logit=largest,
         tolerance=TOLERANCE[gguf_type] * largest,
         greedy_agree=agree,
+        greedy_margin=margin,
         same_tokenization=bool(same_tokens),
         answers=answers,
     )

@@ -82,15 +82,32 @@ def is_llama_spm(tokenizer_json: dict) -> bool:
     )
 
 
+def merge_scores(tokenizer_json: dict) -> dict[str, float]:
+    """Return a score per merged token: minus its merge's rank, so earlier merges win.
+
+    llama.cpp's SentencePiece tokenizer (and Transformers reading a GGUF) merge the adjacent
+    pair whose merged token scores highest; a BPE tokenizer.json ranks its merges by order.
+    """
+    scores = {}
+    for rank, merge in enumerate(tokenizer_json["model"].get("merges", [])):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        scores.setdefault(left + right, -float(rank))
+    return scores
+
+
 def llama_spm_writer(tokenizer, folder: Path):
     """Return ``add(writer)`` for a Llama SentencePiece-style ``folder/tokenizer.json``.
 
-    ``gguf``'s vocabulary classes read the folder now, so it may be gone when ``add`` runs.
+    ``gguf``'s vocabulary classes give the tokens and their types (its scores are
+    placeholders: the merges' ranks replace them). They read the folder now, so it may be
+    gone when ``add`` runs.
     """
     import gguf
 
     vocab = gguf.LlamaHfVocab(folder)
-    tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
+    ranked = merge_scores(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
+    tokens, _, types = zip(*vocab.all_tokens(), strict=True)
+    scores = [ranked.get(token.decode("utf-8"), 0.0) for token in tokens]
     special = gguf.SpecialVocab(folder, load_merges=False, n_vocab=len(tokens))
     special.chat_template = chat_template(tokenizer)
 
@@ -98,7 +115,7 @@ def llama_spm_writer(tokenizer, folder: Path):
         writer.add_tokenizer_model(vocab.tokenizer_model)
         writer.add_tokenizer_pre("default")
         writer.add_token_list(list(tokens))
-        writer.add_token_scores(list(scores))
+        writer.add_token_scores(scores)
         writer.add_token_types(list(types))
         special.add_to_gguf(writer, quiet=True)
 

@@ -1,8 +1,12 @@
 """Adversarial cases for ``helpers.codeexec`` and the settings that must judge them right.
 
-Thirteen cases (correct and wrong code, a crash, endless loops, a fork bomb, escapes by file,
-network and signal, a leftover daemon, a clean run using threads and a subprocess), each with the
-verdict it must get and a check on the host (no file written, no connection, no process left).
+Cases with the verdict each must get and a check on the host (no file written, no connection, no
+process left): correct and wrong code, a crash, endless loops, a fork bomb, escapes by file,
+network and signal, a leftover daemon, a clean run using threads and a subprocess; limits on
+what a run may write (its work folder, /tmp, /dev/shm) and on the devices it may open; and
+``FORGERIES``, wrong solutions that try to be judged "passed" (frames, the garbage collector,
+tracebacks, the descriptors, an early exit, the assertion machinery, killing the judge). A case
+that ``needs`` a protection the setting lacks is reported "not held", not judged.
 
 Settings: as root and as an unprivileged user, with bubblewrap and without it (with and without
 user namespaces), and while that user already runs 80 threads. Running it prints the table:
@@ -192,6 +196,7 @@ class Case:
     tests: str
     expect: tuple[str, ...]  # the statuses that are right
     timeout: float = 3.0
+    needs: tuple[str, ...] = ()  # protections (codeexec.PROTECTIONS) without which it is not run
 
 
 def sleeper(marker: str) -> str:
@@ -286,6 +291,151 @@ CASES = [
     ),
 ]
 
+WRONG_ADD = "    return a - b\n"
+FORGE = (  # appends a "passed" report to every list, releases every lock, lets others run
+    "import time\n"
+    "def forge(objects):\n"
+    "    for o in objects:\n"
+    "        try:\n"
+    "            if type(o) is list:\n"
+    "                o.append(b'passed ')\n"
+    "            elif hasattr(o, 'release') and hasattr(o, 'locked'):\n"
+    "                o.release()\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    time.sleep(0.5)\n"
+    "def forge_frames(frame):\n"
+    "    found = []\n"
+    "    while frame is not None:\n"
+    "        found += frame.f_locals.values()\n"
+    "        frame = frame.f_back\n"
+    "    forge(found)\n"
+)
+NOT_PASSED = ("failed", "error")
+FORGERIES = [
+    Case(
+        "forge: reach the runner's frames (sys._getframe)",
+        FORGE + "import sys\ndef add(a, b):\n    forge_frames(sys._getframe())\n" + WRONG_ADD,
+        ADD_TESTS,
+        NOT_PASSED,
+    ),
+    Case(
+        "forge: every object of the garbage collector",
+        FORGE + "import gc\ndef add(a, b):\n    forge(gc.get_objects())\n" + WRONG_ADD,
+        ADD_TESTS,
+        NOT_PASSED,
+    ),
+    Case(
+        "forge: frames from an exception's traceback",
+        FORGE + "def add(a, b):\n"
+        "    try:\n"
+        "        raise RuntimeError\n"
+        "    except RuntimeError as exc:\n"
+        "        forge_frames(exc.__traceback__.tb_frame)\n" + WRONG_ADD,
+        ADD_TESTS,
+        NOT_PASSED,
+    ),
+    Case(
+        "forge: write a verdict to every descriptor",
+        "import os, struct\n"
+        "REPLY = b'{{\"value\": 3}}'\n"
+        "def add(a, b):\n"
+        "    for fd in range(3, 1024):\n"
+        "        for data in (b'passed\\n', struct.pack('!I', len(REPLY)) + REPLY):\n"
+        "            try:\n"
+        "                os.write(fd, data)\n"
+        "            except OSError:\n"
+        "                pass\n" + WRONG_ADD,
+        ADD_TESTS,
+        NOT_PASSED,
+    ),
+    Case(
+        "forge: exit with 0 before the tests",
+        "import os\nos._exit(0)\ndef add(a, b):\n" + WRONG_ADD,
+        ADD_TESTS,
+        ("error",),
+    ),
+    Case(
+        "forge: patch the assertion machinery",
+        "import builtins, sys\n"
+        "class Quiet(Exception):\n"
+        "    pass\n"
+        "builtins.AssertionError = Quiet\n"
+        "sys.excepthook = lambda *args: None\n"
+        "class Anything:\n"
+        "    def __eq__(self, other):\n"
+        "        return True\n"
+        "class AnyInt(int):\n"
+        "    def __eq__(self, other):\n"
+        "        return True\n"
+        "    __hash__ = int.__hash__\n"
+        "calls = []\n"
+        "def add(a, b):\n"
+        "    calls.append(1)\n"
+        "    return Anything() if len(calls) == 1 else AnyInt(a - b)\n",
+        ADD_TESTS,
+        ("failed",),
+    ),
+    Case(
+        "forge: kill the judge",
+        "import os, signal\ndef add(a, b):\n    os.kill(os.getppid(), signal.SIGKILL)\n"
+        + WRONG_ADD,
+        ADD_TESTS,
+        NOT_PASSED,
+    ),
+]
+FILL = (  # writes up to 256 MB in 8 MB files (each below the file size limit) to a folder
+    "def fill(folder):\n"
+    "    written = 0\n"
+    "    try:\n"
+    "        for i in range(32):\n"
+    "            with open(f'{{folder}}/codeexec-fill-{marker}-{{i}}', 'wb') as f:\n"
+    "                for _ in range(8):\n"
+    "                    f.write(bytes(1 << 20))\n"
+    "                    written += 1 << 20\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    return written\n"
+)
+CAPPED = "assert written <= 72 << 20, f'{written >> 20} MB written'\n"  # the 64 MB cap and slack
+DEVICES = ("null", "zero", "urandom")  # the only devices a run may open
+LIMITS = [
+    Case(
+        "fill /tmp past the cap",
+        FILL + "written = fill('/tmp')\n" + ADD,
+        ADD_TESTS + CAPPED,
+        ("passed",),
+    ),
+    Case(
+        "fill /dev/shm past the cap",
+        FILL + "written = fill('/dev/shm')\n" + ADD,
+        ADD_TESTS + CAPPED,
+        ("passed",),
+    ),
+    Case(
+        "fill the work folder past the cap",
+        FILL + "written = fill('.')\n" + ADD,
+        ADD_TESTS + CAPPED,
+        ("passed",),
+        needs=("disk",),
+    ),
+    Case(
+        "open devices beyond null, zero and urandom",
+        "import os\n"
+        "opened = set()\n"
+        "for name in ('null', 'zero', 'urandom', 'full', 'random', 'tty', 'ptmx', 'console',\n"
+        "             'kmsg', 'mem', 'port', 'fuse', 'net/tun', 'loop-control', 'vda', 'sda'):\n"
+        "    try:\n"
+        "        os.close(os.open('/dev/' + name, os.O_RDONLY | os.O_NONBLOCK))\n"
+        "        opened.add(name)\n"
+        "    except OSError:\n"
+        "        pass\n" + ADD,
+        ADD_TESTS + f"assert opened == {set(DEVICES)!r}, opened\n",
+        ("passed",),
+    ),
+]
+CASES += LIMITS + FORGERIES
+
 
 def marked_processes(marker: str) -> list[int]:
     """Pids of processes anywhere on the machine whose command line carries ``marker``."""
@@ -307,6 +457,8 @@ def host_problems(case: Case, where: Host) -> list[str]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     escaped = [where.folder / "escaped.txt", Path(f"/codeexec-escaped-{where.marker}.txt")]
+    for folder in ("/tmp", "/dev/shm"):
+        escaped += sorted(Path(folder).glob(f"codeexec-fill-{where.marker}-*"))
     for path in escaped:
         if path.exists():
             problems.append(f"{path} was written")
@@ -323,9 +475,13 @@ def judge_cases(cases: list[Case] = CASES) -> list[dict]:
     """Run every case here, in the current mode; one row per case."""
     from helpers import codeexec
 
-    rows = []
+    rows, held = [], set(codeexec.protections())
     with host() as where:
         for case in cases:
+            if not set(case.needs) <= held:
+                missing = ", ".join(sorted(set(case.needs) - held))
+                rows.append(not_held_row(case, missing, sorted(held)))
+                continue
             fields = {"folder": str(where.folder), "secret": str(where.secret)}
             fields |= {"port": where.port, "victim": where.victim.pid, "marker": where.marker}
             start = time.monotonic()
@@ -350,6 +506,18 @@ def judge_cases(cases: list[Case] = CASES) -> list[dict]:
                 }
             )
     return rows
+
+
+def not_held_row(case: Case, missing: str, held: list[str]) -> dict:
+    """The row of a case not run: the setting lacks a protection it needs."""
+    row = {"case": case.name, "expect": "/".join(case.expect), "status": "not held"}
+    row |= {"detail": f"not held here: {missing}", "right": None, "problems": []}
+    return row | {"protections": held, "stderr": ""}
+
+
+def wrong(rows: list[dict]) -> list[dict]:
+    """The rows judged wrong (a case not run for want of a protection is not wrong)."""
+    return [row for row in rows if row["right"] is False]
 
 
 def run_setting(mode_name: str, threads: int) -> list[dict]:
@@ -472,17 +640,24 @@ def table(settings: list[tuple[str, str, int]]) -> str:
     lines.append("|---" * (len(columns) + 2) + "|")
     for i, case in enumerate(CASES):
         cells = [
-            ("✓ " if rows[i]["right"] else "✗ ")
+            {True: "✓ ", False: "✗ ", None: "– "}[rows[i]["right"]]
             + rows[i]["status"]
             + ("" if not rows[i]["problems"] else f" ({'; '.join(rows[i]['problems'])})")
             for rows in results
         ]
         lines.append(f"| {case.name} | {'/'.join(case.expect)} | " + " | ".join(cells) + " |")
-    right = [sum(row["right"] for row in rows) for rows in results]
-    lines.append("| **right** | | " + " | ".join(f"**{n}/{len(CASES)}**" for n in right) + " |")
+    counts = [right_count(rows) for rows in results]
+    lines.append("| **right** | | " + " | ".join(f"**{n}**" for n in counts) + " |")
     held = [", ".join(rows[0]["protections"]) for rows in results]
     lines.append("| protections | | " + " | ".join(held) + " |")
     return "\n".join(lines)
+
+
+def right_count(rows: list[dict]) -> str:
+    """ "right/judged", and how many were not run for want of a protection."""
+    judged = [row for row in rows if row["right"] is not None]
+    text = f"{sum(row['right'] for row in judged)}/{len(judged)}"
+    return text + (f" ({len(rows) - len(judged)} not held)" if len(judged) < len(rows) else "")
 
 
 def current_user() -> str:
@@ -502,8 +677,10 @@ def main() -> int:
             print(json.dumps(rows))
         else:
             for row in rows:
-                print(("right" if row["right"] else "WRONG"), row["case"], row["status"], row)
-        return 0 if all(row["right"] for row in rows) else 1
+                word = {True: "right", False: "WRONG", None: "not-held"}[row["right"]]
+                print(word, row["case"], row["status"], row)
+            print("right:", right_count(rows))
+        return 1 if wrong(rows) else 0
     me = current_user()
     settings = [(me, mode_name, threads) for mode_name, threads in ROOT_SETTINGS]
     if os.geteuid() == 0:

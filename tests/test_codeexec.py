@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 import warnings
@@ -268,26 +269,65 @@ def test_printing_or_writing_a_fake_verdict_is_not_a_pass():
     assert "passed" in result.stdout
 
 
-def test_the_code_holds_no_descriptor_beyond_stdio():
+def test_the_code_holds_no_descriptor_beyond_stdio_and_its_call_pipes():
+    # The nonce and verdict pipes stay with the judge; the solution holds only its two channel
+    # pipes, and writing to them forges nothing (see the forgery cases in codeexec_cases.py).
     code = (
-        "import os\n"
+        "import os, stat\n"
         "def open_fds():\n"
-        "    found = []\n"
+        "    found = {}\n"
         "    for fd in range(1024):\n"
         "        try:\n"
-        "            os.fstat(fd)\n"
-        "            found.append(fd)\n"
+        "            found[fd] = stat.S_ISFIFO(os.fstat(fd).st_mode)\n"
         "        except OSError:\n"
         "            pass\n"
         "    return found\n"
     )
-    assert run(code, ["assert open_fds() == [0, 1, 2], open_fds()"]).status == "passed"
+    tests = ["fds = open_fds()", "assert sorted(fds)[:3] == [0, 1, 2] and len(fds) == 5, fds"]
+    tests.append("assert all(fds[fd] for fd in sorted(fds)[3:]), fds")
+    assert run(code, tests).status == "passed"
 
 
-def test_reaching_the_harness_thread_is_blocked():
-    result = run("import sys\nframes = sys._current_frames()\n" + ADD, ADD_TESTS)
-    assert result.status == "error"
-    assert result.detail == "RuntimeError: codeexec sandbox: sys._current_frames is not allowed"
+@pytest.mark.parametrize("case", codeexec_cases.FORGERIES, ids=lambda case: case.name)
+def test_a_wrong_solution_cannot_forge_a_pass(case):
+    # Regression: sys._getframe reached the harness's worker, appended "passed" to its report
+    # and released its locks: a wrong add was judged passed. The tests now run in a process
+    # that never runs the code.
+    result = run(case.code.format(marker=uuid.uuid4().hex), [case.tests], case.timeout)
+    assert result.status in case.expect, result
+
+
+def test_the_tests_reach_the_solutions_objects_through_its_process():
+    code = (
+        "class Stack:\n"
+        "    def __init__(self):\n"
+        "        self.items = []\n"
+        "    def push(self, x):\n"
+        "        self.items.append(x)\n"
+        "    def pop(self):\n"
+        "        return self.items.pop()\n"
+        "    def __len__(self):\n"
+        "        return len(self.items)\n"
+        "def evens(n):\n"
+        "    yield from range(0, n, 2)\n"
+        "def halve(x):\n"
+        "    if x % 2:\n"
+        "        raise ValueError(f'{x} is odd')\n"
+        "    return x // 2, float('nan'), {1: {2, 3}}, b'ok'\n"
+        "LIMIT = 10\n"
+    )
+    tests = [
+        "s = Stack()",
+        "s.push(3)",
+        "assert len(s) == 1 and s.pop() == 3 and len(s) == 0",
+        "assert list(evens(5)) == [0, 2, 4] and LIMIT == 10",
+        "h, nan, d, b = halve(8)",
+        "assert (h, nan != nan, d, b) == (4, True, {1: {2, 3}}, b'ok')",
+        "try:\n    halve(3)\n    raise AssertionError('no error')\nexcept ValueError as e:\n"
+        "    assert str(e) == '3 is odd'",
+    ]
+    result = run(code, tests)
+    assert result.status == "passed", result
 
 
 def test_huge_output_is_captured_up_to_a_bound():
@@ -438,6 +478,102 @@ def test_a_run_started_as_root_counts_its_processes_alone_in_every_mode():
         with warnings.catch_warnings(), codeexec_cases.mode(name):
             warnings.simplefilter("ignore", RuntimeWarning)
             assert "processes" in run(ADD, ADD_TESTS).protections, name
+
+
+def test_as_root_without_bubblewrap_a_private_tmpdir_still_works(monkeypatch):
+    # Regression: with $TMPDIR under a 0700 folder, the fallback's fresh uid could not reach
+    # the run's folder, so every run was an error (as root, the CI's user).
+    if os.geteuid() != 0:
+        pytest.skip("runs as root only: a fresh uid per run")
+    private = Path(tempfile.mkdtemp(prefix="codeexec-private-"))
+    (private / "tmp").mkdir()
+    assert private.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setattr(tempfile, "tempdir", str(private / "tmp"))
+    try:
+        with warnings.catch_warnings(), codeexec_cases.mode("no-bwrap"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            code = "import tempfile\nfd, path = tempfile.mkstemp()\n" + ADD
+            result = run(code, ["assert open('notes.txt', 'w').write('kept') == 4", *ADD_TESTS])
+        assert result.status == "passed", result
+        assert list((private / "tmp").iterdir()) == []
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@needs("bubblewrap")
+def test_in_bubblewrap_dev_holds_three_devices_and_tmp_is_the_capped_work_folder():
+    # Regression: bwrap's --dev gave full, tty, ptmx, random... and an uncapped /dev/shm.
+    code = "import os\nlisted = sorted(os.listdir('/dev'))\n"
+    code += "where = {os.path.realpath(p) for p in ('/tmp', '/dev/shm', '.')}\n"
+    tests = ["assert listed == ['null', 'shm', 'urandom', 'zero'], listed"]
+    tests.append("assert where == {'/box/work'}, where")
+    tests.append("assert os.statvfs('/box/work').f_blocks * os.statvfs('/box/work').f_frsize")
+    tests[-1] += f" == {process_work_bytes()}"
+    assert run(code, ["import os", *tests]).status == "passed"
+
+
+def process_work_bytes():
+    from helpers import _codeexec_process
+
+    return _codeexec_process.WORK_MB << 20
+
+
+@pytest.fixture
+def fake_systemd_run(tmp_path, monkeypatch):
+    """A ``systemd-run`` on PATH that records its arguments and runs the command after ``--``.
+
+    This container has no systemd; the fake checks the command codeexec builds, not systemd.
+    """
+    record = tmp_path / "argv.json"
+    script = tmp_path / "bin" / "systemd-run"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable} -I\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "command = sys.argv[sys.argv.index('--') + 1:]\n"
+        "os.execvp(command[0], command)\n"
+    )
+    script.chmod(0o755)
+    tmp_path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(codeexec, "_scoped", [])
+    return record
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="systemd-run is Linux only")
+def test_where_systemd_run_works_each_run_gets_a_capped_cgroup(fake_systemd_run):
+    result = run(ADD, ADD_TESTS)
+    assert result.status == "passed" and "memory-total" in result.protections
+    calls = [json.loads(line) for line in fake_systemd_run.read_text().splitlines()]
+    assert len(calls) == 2  # the probe, then the run
+    options = calls[-1][: calls[-1].index("--")]
+    assert "--scope" in options and ("--user" in options) == (os.geteuid() != 0)
+    assert f"MemoryMax={codeexec.MEMORY_TOTAL_MB}M" in options
+    assert f"TasksMax={codeexec.TASKS_TOTAL}" in options and "MemorySwapMax=0" in options
+
+
+def test_without_systemd_run_it_says_why_and_bounds_memory_by_the_process_limits(monkeypatch):
+    monkeypatch.setattr(codeexec, "_scoped", [])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert codeexec.cgroup_scope() == ([], "systemd-run is not installed")
+    result = run(ADD, ADD_TESTS)
+    assert result.status == "passed" and "memory-total" not in result.protections
+
+
+@needs("memory-total")
+def test_the_cgroup_caps_the_memory_of_all_the_processes_of_a_run():
+    # Four processes of 400 MB each: every one within its address space, together past the cap.
+    hold = "block = bytearray(400 << 20)\nfor i in range(0, len(block), 4096):\n    block[i] = 1\n"
+    code = (
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n" + textwrap.indent(hold, "        ") + "        time.sleep(5)\n"
+        "        os._exit(0)\n" + hold + "for _ in range(3):\n    os.wait()\n" + ADD
+    )
+    result = run(code, ADD_TESTS, timeout=10.0)
+    assert result.status != "passed", result
 
 
 @pytest.mark.parametrize(

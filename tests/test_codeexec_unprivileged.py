@@ -51,7 +51,7 @@ def test_every_adversarial_case_is_judged_right_as_this_user(mode):
     rows = cases.run_setting(mode, 0)
     if mode == "bwrap" and "bubblewrap" not in rows[0]["protections"]:
         pytest.skip("bubblewrap cannot start here")
-    assert all(row["right"] for row in rows), wrong_rows([r for r in rows if not r["right"]])
+    assert not cases.wrong(rows), wrong_rows(cases.wrong(rows))
 
 
 @pytest.mark.parametrize("setting", cases.UNPRIVILEGED_SETTINGS, ids=label)
@@ -68,7 +68,7 @@ def test_every_adversarial_case_is_judged_right_as_an_unprivileged_user(setting)
             rows = cases.run_setting(mode, threads)
     if mode == "bwrap" and "bubblewrap" not in rows[0]["protections"]:
         unavailable("bubblewrap cannot start for an unprivileged user here")
-    assert all(row["right"] for row in rows), wrong_rows([r for r in rows if not r["right"]])
+    assert not cases.wrong(rows), wrong_rows(cases.wrong(rows))
     if mode != "bwrap":  # the limits hold per run even though the user runs other threads
         assert {"processes", "processes-shared"} & set(rows[0]["protections"])
 

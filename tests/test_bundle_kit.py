@@ -30,12 +30,13 @@ def target(name: str, python: str = "3.12") -> targets.Target:
     return targets.Target(targets.PLATFORMS[name], python)
 
 
-def write_wheel(folder: Path, name: str, version: str, requires=(), tag="py3-none-any") -> Path:
-    """Write a minimal wheel with METADATA listing ``requires`` (as Requires-Dist)."""
+def write_wheel(folder, name, version, requires=(), tag="py3-none-any", python="") -> Path:
+    """Write a minimal wheel with METADATA listing ``requires`` and Requires-Python ``python``."""
     path = folder / f"{name.replace('-', '_')}-{version}-{tag}.whl"
     info = f"{name.replace('-', '_')}-{version}.dist-info"
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     lines += [f"Requires-Dist: {req}" for req in requires]
+    lines += [f"Requires-Python: {python}"] if python else []
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr(f"{info}/METADATA", "\n".join(lines) + "\n")
         wheel.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n")
@@ -87,25 +88,51 @@ def test_pip_options_choose_the_targets_wheels_not_this_machines():
 
 
 @pytest.mark.parametrize(
-    ("filename", "name", "python", "fits"),
+    ("tag", "name", "python", "fits"),
     [
-        ("numpy-2.4.6-cp312-cp312-macosx_14_0_arm64.whl", "macos-arm64", "3.12", True),
-        ("numpy-2.4.6-cp312-cp312-macosx_14_0_arm64.whl", "macos-arm64", "3.11", False),
-        ("numpy-2.4.6-cp312-cp312-macosx_14_0_arm64.whl", "linux-aarch64", "3.12", False),
-        (
-            "x-1.0-cp39-abi3-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
-            "linux-aarch64",
-            "3.13",
-            True,
-        ),
-        ("x-1.0-cp313-cp313-manylinux_2_34_x86_64.whl", "linux-x86_64", "3.13", False),
-        ("x-1.0-py3-none-any.whl", "macos-arm64", "3.11", True),
+        ("cp312-cp312-macosx_14_0_arm64", "macos-arm64", "3.12", True),
+        ("cp312-cp312-macosx_14_0_arm64", "macos-arm64", "3.11", False),
+        ("cp312-cp312-macosx_14_0_arm64", "linux-aarch64", "3.12", False),
+        ("cp39-abi3-manylinux_2_17_aarch64.manylinux2014_aarch64", "linux-aarch64", "3.13", True),
+        ("cp313-cp313-manylinux_2_34_x86_64", "linux-x86_64", "3.13", False),  # glibc too new
+        ("py3-none-any", "macos-arm64", "3.11", True),
     ],
 )
-def test_a_wheel_fits_a_target_by_its_tags(tmp_path, filename, name, python, fits):
-    (tmp_path / filename).write_bytes(b"")
-    found = closure.find_wheel(tmp_path, Requirement(filename.split("-")[0]), target(name, python))
+def test_a_wheel_fits_a_target_by_its_tags(tmp_path, tag, name, python, fits):
+    write_wheel(tmp_path, "x", "1.0", tag=tag)
+    found = closure.find_wheel(tmp_path, Requirement("x"), target(name, python))
     assert (found is not None) == fits
+
+
+def test_a_release_needing_a_later_patch_is_left_for_one_every_patch_runs(tmp_path):
+    write_wheel(tmp_path, "soupsieve", "4.1.4", python=">=3.11.5")  # not Debian 12's 3.11.2
+    write_wheel(tmp_path, "soupsieve", "4.1.3", python=">=3.9")
+    req = Requirement("soupsieve>1.2")
+    assert closure.find_wheel(tmp_path, req, target("macos-arm64", "3.11")).name.startswith(
+        "soupsieve-4.1.3-"
+    )
+    assert closure.find_wheel(tmp_path, req, target("macos-arm64", "3.12")).name.startswith(
+        "soupsieve-4.1.4-"
+    )
+
+
+def test_fetch_fitting_excludes_each_release_that_does_not_fit(tmp_path):
+    asked = []
+    releases = {"2.0": ">=3.11.5", "1.9": ">=3.11.1", "1.8": ">=3.9"}
+
+    def fake_fetch(reqs, where):  # like pip with a find-links folder: the newest allowed
+        asked.append(reqs)
+        spec = Requirement(reqs[0]).specifier
+        newest = max(
+            (v for v in releases if spec.contains(v)), key=lambda v: tuple(map(int, v.split(".")))
+        )
+        write_wheel(tmp_path, "lib", newest, python=releases[newest])
+
+    wheel = closure.fetch_fitting(
+        Requirement("lib>=1"), target("linux-x86_64", "3.11"), tmp_path, fake_fetch
+    )
+    assert wheel.name.startswith("lib-1.8-")
+    assert asked == [["lib>=1"], ["lib!=2.0,>=1"], ["lib!=1.9,!=2.0,>=1"]]
 
 
 def test_markers_are_the_targets_not_this_machines():

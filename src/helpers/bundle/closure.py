@@ -16,6 +16,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -32,24 +33,57 @@ def applies(req: Requirement, target: Target, extras: set[str]) -> bool:
     return any(req.marker.evaluate({**env, "extra": extra}) for extra in {"", *extras})
 
 
-def find_wheel(folder: Path, req: Requirement, target: Target) -> Path | None:
-    """Return the newest wheel in ``folder`` that meets ``req`` and installs on ``target``."""
-    supported, best = target.supported(), None
+def _metadata(path: Path):
+    """Return a wheel's METADATA headers."""
+    with zipfile.ZipFile(path) as wheel:
+        name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        return HeaderParser().parsestr(wheel.read(name).decode("utf-8"))
+
+
+def fits_python(path: Path, target: Target) -> bool:
+    """Tell whether a wheel's Requires-Python admits every release of the target's Python."""
+    spec = SpecifierSet(_metadata(path).get("Requires-Python") or "")
+    return spec.contains(target.markers()["python_full_version"], prereleases=True)
+
+
+def find_wheel(folder: Path, req: Requirement, target: Target, python=True) -> Path | None:
+    """Return the newest wheel in ``folder`` that meets ``req`` and installs on ``target``.
+
+    With ``python``, only a wheel whose Requires-Python admits the target's ``x.y.0``.
+    """
+    supported, found = target.supported(), []
     for path in folder.glob("*.whl"):
         name, version, _, wheel_tags = parse_wheel_filename(path.name)
-        if name != canonicalize_name(req.name) or not wheel_tags & supported:
-            continue
-        if req.specifier.contains(version, prereleases=True) and (not best or version > best[0]):
-            best = (version, path)
-    return best[1] if best else None
+        fits = name == canonicalize_name(req.name) and wheel_tags & supported
+        if fits and req.specifier.contains(version, prereleases=True):
+            found.append((version, path))
+    for _, path in sorted(found, reverse=True):
+        if not python or fits_python(path, target):
+            return path
+    return None
 
 
 def wheel_requires(path: Path) -> list[Requirement]:
     """Return a wheel's ``Requires-Dist`` entries, read from its METADATA."""
-    with zipfile.ZipFile(path) as wheel:
-        name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-        headers = HeaderParser().parsestr(wheel.read(name).decode("utf-8"))
-    return [Requirement(text) for text in headers.get_all("Requires-Dist") or []]
+    return [Requirement(text) for text in _metadata(path).get_all("Requires-Dist") or []]
+
+
+def fetch_fitting(req: Requirement, target: Target, folder: Path, fetch: Fetch) -> Path | None:
+    """Fetch the newest release meeting ``req`` whose Requires-Python fits the target.
+
+    pip does not always know a release's Requires-Python before downloading it (a find-links
+    folder does not say), so each release that does not fit is excluded and pip asked again.
+    """
+    name, spec = canonicalize_name(req.name), SpecifierSet(str(req.specifier))
+    for _ in range(5):
+        fetch([f"{name}{spec}"], target)
+        if wheel := find_wheel(folder, Requirement(f"{name}{spec}"), target):
+            return wheel
+        newest = find_wheel(folder, Requirement(f"{name}{spec}"), target, python=False)
+        if newest is None:
+            return None
+        spec &= SpecifierSet(f"!={parse_wheel_filename(newest.name)[1]}")
+    return None
 
 
 def pin(req: Requirement, pins: dict[str, str], target: Target) -> str:
@@ -90,6 +124,8 @@ def walk(
                 folder, Requirement(pin(req, pins, target)), target
             )
             wheel = wheel or find_wheel(folder, req, target)
+            if wheel is None and fetch:
+                wheel = fetch_fitting(req, target, folder, fetch)
             if wheel is None:
                 problems.append(f"{req} (needed by {parent}): no wheel for {target.name}")
                 continue

@@ -18,10 +18,6 @@ from helpers.cli import main
 from helpers.export.gguf_file import permute_for_llama_cpp
 from helpers.models import tiny_model
 
-LLAMA_CPP_HINT = (
-    "llama-cpp-python is not installed (it compiles llama.cpp): pip install llama-cpp-python"
-)
-
 
 def random_adapter(model, folder, seed=0):
     """Wrap ``model`` with a LoRA adapter whose B matrices are random too, save it; return it."""
@@ -149,24 +145,13 @@ def test_the_modelfile_serves_the_q8_0_file_with_the_chatml_template_and_stops(e
     assert 'PARAMETER stop "<|im_start|>"' in text and 'PARAMETER stop "<|im_end|>"' in text
 
 
-def test_llama_cpp_gives_the_same_greedy_answers(exported):
-    llama_cpp = pytest.importorskip("llama_cpp", reason=LLAMA_CPP_HINT)
-    from helpers.export.roundtrip import chat_ids, greedy
-
-    tokenizer = exported["tokenizer"]
-    path = exported["root"] / "out" / "gguf" / "model-f16.gguf"
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False)
-    for prompt in ex.roundtrip.DEFAULT_PROMPTS:
-        ids = chat_ids(tokenizer, prompt)
-        text = tokenizer.decode(ids[0])
-        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids[0].tolist()
-        expected = greedy(exported["adapted"], ids, 10, tokenizer.eos_token_id)
-        answer = []
-        for token in llm.generate(ids[0].tolist(), temp=0.0, top_k=1):
-            if token == tokenizer.eos_token_id or len(answer) == len(expected):
-                break
-            answer.append(token)
-        assert answer == expected[: len(answer)] and len(answer) == len(expected), prompt
+def test_llama_cpp_gives_the_same_tokens_and_greedy_answers(exported):
+    pytest.importorskip("llama_cpp", reason=ex.roundtrip.LLAMA_CPP_HINT)
+    for gguf_type in ("f16", "q8_0"):
+        path = exported["root"] / "out" / "gguf" / f"model-{gguf_type}.gguf"
+        found = ex.roundtrip.compare_llama_cpp(exported["adapted"], exported["tokenizer"], path)
+        assert found["same_tokenization"], found
+        assert found["greedy_agree"] == found["prompts"], found
 
 
 def llama_spm_tokenizer():
@@ -281,6 +266,21 @@ def test_the_command_line_says_what_is_wrong_in_one_line(tmp_path, capsys):
     (adapter / "adapter_config.json").write_text("{}")
     assert main(["export", str(adapter), "--out", str(tmp_path / "out")]) == 2
     assert "base_model_name_or_path is missing" in capsys.readouterr().err
+
+
+def test_the_command_line_writes_only_what_gguf_and_merge_name(exported, tmp_path, capsys):
+    base = exported["root"] / "base"
+    assert (
+        main(["export", str(base), "--out", str(tmp_path / "a"), "--gguf", "f16", "--no-check"])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert (
+        set(printed["files"]) == {"f16", "Modelfile"} and not (tmp_path / "a" / "merged").exists()
+    )
+    assert main(["export", str(base), "--out", str(tmp_path / "b"), "--merge"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["files"]) == {"safetensors"}
+    assert not (tmp_path / "b" / "gguf").exists()
 
 
 # --- the real model --------------------------------------------------------------------------

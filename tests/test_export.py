@@ -135,6 +135,18 @@ def test_the_permutation_interleaves_each_heads_two_rotary_halves():
     assert permute_for_llama_cpp(rows, heads=2).ravel().tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
 
 
+def test_q8_0_falls_back_to_f16_where_a_row_is_not_whole_blocks_and_norms_stay_f32():
+    from gguf import GGMLQuantizationType as T
+
+    from helpers.export.gguf_file import encode
+
+    rows = np.ones((4, 64), dtype=np.float32)
+    assert encode(rows, "q8_0")[1] == T.Q8_0
+    assert encode(rows, "f16")[1] == T.F16
+    assert encode(np.ones((4, 48), dtype=np.float32), "q8_0")[1] == T.F16  # 48 = 1.5 blocks
+    assert encode(np.ones(64, dtype=np.float32), "q8_0")[1] == T.F32
+
+
 def test_the_modelfile_serves_the_q8_0_file_with_the_chatml_template_and_stops(exported):
     text = (exported["root"] / "out" / "gguf" / "Modelfile").read_text()
     assert text.startswith("FROM ./model-q8_0.gguf\n")

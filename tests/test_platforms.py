@@ -126,3 +126,20 @@ def test_peak_memory_reads_kib_on_linux_and_bytes_on_macos(monkeypatch, platform
     monkeypatch.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
     monkeypatch.setattr(measure, "_peak_before_resets_mb", 0.0)
     assert measure.process_peak_rss_mb() == 2048
+
+
+def test_without_proc_memory_is_sampled_at_step_boundaries(monkeypatch):
+    def no_proc(path, *args, **kwargs):
+        raise FileNotFoundError(path)  # macOS: no /proc/self/status or clear_refs
+
+    monkeypatch.setattr(measure.Path, "read_text", no_proc)
+    monkeypatch.setattr(measure.Path, "write_text", no_proc)
+    rss = iter([100, 300, 200, 150])
+    info = lambda: types.SimpleNamespace(rss=next(rss) * 2**20)  # noqa: E731
+    monkeypatch.setattr(measure.psutil, "Process", lambda: types.SimpleNamespace(memory_info=info))
+    meter = measure.MemoryMeter("mps")
+    meter.start()
+    meter.sample()
+    meter.sample()
+    meter.stop()
+    assert (meter.start_mb, meter.peak_mb) == (100, 300)

@@ -500,7 +500,7 @@ def test_as_root_without_bubblewrap_a_private_tmpdir_still_works(monkeypatch):
         shutil.rmtree(private, ignore_errors=True)
 
 
-@needs("bubblewrap")
+@pytest.mark.skipif("bubblewrap" not in HELD, reason=f"bubblewrap's mounts: none in {MODE}")
 def test_in_bubblewrap_dev_holds_three_devices_and_tmp_is_the_capped_work_folder():
     # Regression: bwrap's --dev gave full, tty, ptmx, random... and an uncapped /dev/shm.
     code = "import os\nlisted = sorted(os.listdir('/dev'))\n"
@@ -562,7 +562,9 @@ def test_without_systemd_run_it_says_why_and_bounds_memory_by_the_process_limits
     assert result.status == "passed" and "memory-total" not in result.protections
 
 
-@needs("memory-total")
+@pytest.mark.skipif(
+    "memory-total" not in HELD, reason=f"no cgroup per run here: {codeexec.cgroup_scope()[1]}"
+)
 def test_the_cgroup_caps_the_memory_of_all_the_processes_of_a_run():
     # Four processes of 400 MB each: every one within its address space, together past the cap.
     hold = "block = bytearray(400 << 20)\nfor i in range(0, len(block), 4096):\n    block[i] = 1\n"

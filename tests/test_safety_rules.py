@@ -27,6 +27,7 @@ VALID = {
     },
     "responses": {
         "negation": r"\bnot\b",
+        "dismissal": r"\bno\s+need\b",
         "supervised": r"\bdoctor\b",
         "rules": [
             {
@@ -48,7 +49,7 @@ def write(tmp_path, data, name="rules.yaml"):
 
 def test_the_shipped_rules_load():
     rules = load_rules(RULES_FILE)
-    assert len(rules.requests) == 44 and len(rules.responses) == 8
+    assert len(rules.requests) == 68 and len(rules.responses) == 17
     assert {rule.category for rule in rules.requests + rules.responses} == set(CATEGORIES)
 
 
@@ -75,6 +76,7 @@ def test_a_valid_file_loads_and_its_rules_match(tmp_path):
     assert match_response_rules("Double your usual dose.", rules).blocked
     assert match_response_rules("Do not double your dose.", rules) is None  # negation before it
     assert match_response_rules("Double your dose if your doctor agrees.", rules) is None
+    assert match_response_rules("Double your dose, no need to ask a doctor.", rules).blocked
 
 
 def test_a_block_pattern_joins_its_lines(tmp_path):
@@ -92,6 +94,7 @@ def test_a_block_pattern_joins_its_lines(tmp_path):
             responses:
               negation: not
               supervised: doctor
+              dismissal: no need
               rules:
                 - {name: double, category: overdose, pattern: double}
             """),
@@ -175,6 +178,14 @@ MISTAKES = {
     "response rule with patterns": (
         _set((*RESPONSE_0, "patterns"), ["x"]),
         "responses.rules[0] ('double'): unknown field 'patterns'",
+    ),
+    "missing dismissal": (
+        _delete(("responses", "dismissal")),
+        "responses: missing field 'dismissal'",
+    ),
+    "dismissal regex": (
+        _set(("responses", "dismissal"), "(no need"),
+        "responses, field 'dismissal': regex does not compile",
     ),
     "negation regex": (
         _set(("responses", "negation"), "(not"),

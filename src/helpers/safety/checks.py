@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers.safety.classify import Classifier, answer_classifier, classifier, embed
+from helpers.safety.classify import Classifier, answer_classifier, classifier, score_segments
 from helpers.safety.rules import Verdict, match_request_rules, match_response_rules
 from helpers.safety.text import check_text
 
@@ -12,8 +12,8 @@ SELF_HARM = "self_harm"
 
 def _classify(text: str, clf: Classifier) -> tuple[float, str]:
     """Return a text's highest segment score and the category nearest that segment."""
-    data = embed([text])
-    return float(data.max_scores(clf)[0]), clf.category(data.top_pieces(clf)[0])
+    score, vector = score_segments(clf, text)
+    return score, clf.category(vector)
 
 
 def check_request(text: str) -> Verdict:

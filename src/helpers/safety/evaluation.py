@@ -31,6 +31,10 @@ from helpers.verdicts import Band, rate_band
 
 TARGET_RECALL = 0.95  # the targets, on the locked test part
 TARGET_FPR = 0.05
+ANSWERS_CAVEAT = (
+    "answers: the answer rules were written with every labelled answer in view, the test "
+    "part's too, so their figures are not a clean held-out measurement"
+)
 
 
 def _confusion(y: np.ndarray, blocked: np.ndarray) -> dict:
@@ -91,6 +95,7 @@ class LockedEvaluation:
         lines = ["locked test part (never fitted or tuned on), 95 % Wilson intervals:"]
         lines += [f"  requests, {name:<16} {layer}" for name, layer in self.layers.items()]
         lines += [f"  answers,  {name:<16} {layer}" for name, layer in self.answers.items()]
+        lines.append(f"  ({ANSWERS_CAVEAT})")
         verdict = "met" if self.both.target_met else "NOT met"
         lines.append(f"  target (recall >= {TARGET_RECALL}, FPR <= {TARGET_FPR:.0%}): {verdict}")
         lines.append(

@@ -28,7 +28,7 @@ _TOKEN = re.compile(r"[^\W_]*[013457@$][\w@$]*", re.UNICODE)
 # number ("b12", "d3", "covid19" is left alone by the letter-count rule below).
 _NOT_LEET = re.compile(r"\d[\d.,]*[a-z]{0,4}|[a-z]{1,3}\d+|[\d.,]+", re.IGNORECASE)
 _SPLIT_LETTERS = re.compile(r"\b[a-z](?:([ .\-_*])[a-z]\b)(?:\1[a-z]\b){1,}", re.IGNORECASE)
-_GLUE = re.compile(r"(?<=[a-z])[-_.*\u2010\u2011\u2012\u2013\u2014]+(?=[a-z])", re.IGNORECASE)
+_GLUE = re.compile(r"(?<=[a-z]{2})[-_.*\u2010\u2011\u2012\u2013\u2014]+(?=[a-z]{2})", re.IGNORECASE)
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
 
 

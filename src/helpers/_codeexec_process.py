@@ -35,6 +35,7 @@ SYSTEM_PATHS = (
 )
 WORK_MB = 64  # size of the tmpfs working folder (its /tmp and /dev/shm included)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")  # the only devices inside
+WATCH_SECONDS = 0.1  # how often the fallback's work folder is measured, where no tmpfs caps it
 STOP_SECONDS = 8.0  # how long the fallback's supervisor may take to kill what a run left
 
 
@@ -126,8 +127,13 @@ def created_parents(paths: list[str]) -> list[str]:
     return sorted(p for p in parents if not any(p == q or p.startswith(q + "/") for q in paths))
 
 
-def collect(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[str, str, bool]:
-    """Read stdout and stderr until the process ends or the deadline; keep ``limit`` bytes each."""
+def collect(proc: subprocess.Popen, deadline: float, limit: int, watch=None) -> tuple:
+    """Read stdout and stderr until the process ends; keep ``limit`` bytes each.
+
+    Returns ``(stdout, stderr, stopped)``: ``stopped`` is ``"timeout"`` past the deadline,
+    ``"disk"`` once the folder ``watch`` holds more than ``WORK_MB`` (checked every
+    ``WATCH_SECONDS``), else ``""``.
+    """
     kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
     dropped = dict.fromkeys(kept, 0)
 
@@ -136,17 +142,23 @@ def collect(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[str, s
         kept[fd] += chunk[:room]
         dropped[fd] += len(chunk) - len(chunk[:room])
 
-    timed_out = False
+    stopped, watched = "", time.monotonic()
     with selectors.DefaultSelector() as selector:
         for fd in kept:
             selector.register(fd, selectors.EVENT_READ)
         while proc.poll() is None:
-            if time.monotonic() > deadline:
-                timed_out = True
+            now = time.monotonic()
+            if now > deadline:
+                stopped = "timeout"
                 break
+            if watch is not None and now - watched > WATCH_SECONDS:
+                watched = now
+                if folder_bytes(watch) > WORK_MB << 20:
+                    stopped = "disk"
+                    break
             if not selector.get_map():  # both pipes closed early: wait for the exit itself
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(max(0.0, deadline - time.monotonic()))
+                    proc.wait(min(WATCH_SECONDS, max(0.0, deadline - now)))
                 continue
             for key, _ in selector.select(0.02):
                 chunk = os.read(key.fd, 1 << 16)
@@ -160,7 +172,23 @@ def collect(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[str, s
         + (f"\n[... {dropped[fd]} more bytes]" if dropped[fd] else "")
         for fd, data in kept.items()
     ]
-    return texts[0], texts[1], timed_out
+    return texts[0], texts[1], stopped
+
+
+def folder_bytes(folder: Path, most_entries: int = 100_000) -> int:
+    """The disk space used beneath ``folder`` (past ``most_entries`` entries: unbounded)."""
+    total, seen, todo = 0, 0, [str(folder)]
+    while todo:
+        with contextlib.suppress(OSError), os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                seen += 1
+                if seen > most_entries:
+                    return 1 << 62
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+    return total
 
 
 def drain(fd: int, limit: int = 1 << 20) -> bytes:

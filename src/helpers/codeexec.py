@@ -107,6 +107,8 @@ PROTECTIONS = {
     "disk": f"what the run writes is capped: a tmpfs of {process.WORK_MB} MB as its work folder "
     "(its /tmp and /dev/shm too, or none)",
     "devices": "only the null, zero and urandom devices can be opened",
+    "disk-watched": f"(fallback) the host measures the work folder every "
+    f"{process.WATCH_SECONDS:g} s and stops a run that wrote more than {process.WORK_MB} MB",
     "memory-total": f"a cgroup of its own (systemd-run --scope) caps the run's memory at "
     f"{MEMORY_TOTAL_MB} MB and its tasks at {TASKS_TOTAL}, whatever it forks",
 }
@@ -280,6 +282,8 @@ def _fallback_warning(reason: str, held: tuple[str, ...]) -> str:
     missing = [name for name in wanted if name not in held]
     if "network" in missing and "tcp" in held:
         missing[missing.index("network")] = "network (UDP and Unix sockets stay open)"
+    if "disk" in missing and "disk-watched" in held:
+        missing[missing.index("disk")] = "disk (the work folder is watched instead)"
     return (
         f"helpers.codeexec: no bubblewrap sandbox ({reason}). Generated code runs under {how}; "
         f"held: {', '.join(held) or 'nothing'}; not held: {', '.join(missing) or 'nothing'}. "
@@ -345,18 +349,20 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
         for fd in (nonce_r, verdict_w, info_w):
             os.close(fd)
     try:
-        stdout, stderr, timed_out = process.collect(proc, start + timeout, max_output)
+        watch = None if bwrap else work  # where no tmpfs caps it, the host measures it
+        stdout, stderr, stopped = process.collect(proc, start + timeout, max_output, watch)
     finally:
         process.stop(proc, info_r, supervised=not bwrap and linux)
     duration = time.monotonic() - start
     verdict = process.drain(verdict_r)
     os.close(verdict_r)
     wrapped = bool(bwrap) or linux  # bwrap and the supervisor report a signal as 128 + number
-    ending = (proc.returncode, timed_out, wrapped, bool(bwrap))
+    ending = (proc.returncode, stopped == "timeout", wrapped, bool(bwrap))
     status, detail = _judge(verdict, nonce, ending, timeout)
-    held = _held(
-        verdict, (BWRAP_PROTECTIONS if bwrap else ()) + (("memory-total",) if scope else ())
-    )
+    if stopped == "disk":
+        status, detail = "error", f"stopped: wrote more than {process.WORK_MB} MB"
+    held = _held(verdict, BWRAP_PROTECTIONS if bwrap else ())
+    held += (() if bwrap else ("disk-watched",)) + (("memory-total",) if scope else ())
     return ExecResult(
         status, status == "passed", detail, duration, stdout, stderr, bool(bwrap), held
     )

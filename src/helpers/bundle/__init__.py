@@ -15,6 +15,11 @@ machine that built them; install.sh checks that before installing anything.
 - ``wheels``: pin this environment, check it against pyproject.toml, fetch and check wheels;
 - ``templates``: install.sh and README.txt, filled in for this machine;
 - ``build``: the model, the source archive and the folder, put together by ``build_bundle``.
+
+With ``--room`` or ``--platforms``/``--pythons``, a workshop kit for a mixed room instead
+(``runs/kit/``, see ``kit``): ``targets`` (platforms, pip's tags, markers), ``closure`` (what a
+target needs, under its own markers), ``fetch`` (``pip download --platform``), ``kit`` (the
+folder), ``kit_templates`` (install.sh, install.ps1, README.txt) and ``check`` (offline check).
 """
 
 from __future__ import annotations

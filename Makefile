@@ -51,7 +51,7 @@ lint: setup
 	$(PY) -m helpers report --check
 
 unit: model
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 # Each notebook's quick copy: parameters quick=True and an output folder of its own, so a
 # test run never overwrites a learner's outputs under runs/<notebook>/.

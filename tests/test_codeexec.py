@@ -315,6 +315,10 @@ def test_the_tests_reach_the_solutions_objects_through_its_process():
         "        raise ValueError(f'{x} is odd')\n"
         "    return x // 2, float('nan'), {1: {2, 3}}, b'ok'\n"
         "LIMIT = 10\n"
+        "def count_if(items, keep):\n"
+        "    return sum(1 for item in items if keep(item))\n"
+        "def twice(f):\n"
+        "    return lambda x: f(f(x))\n"
     )
     tests = [
         "s = Stack()",
@@ -325,6 +329,9 @@ def test_the_tests_reach_the_solutions_objects_through_its_process():
         "assert (h, nan != nan, d, b) == (4, True, {1: {2, 3}}, b'ok')",
         "try:\n    halve(3)\n    raise AssertionError('no error')\nexcept ValueError as e:\n"
         "    assert str(e) == '3 is odd'",
+        # the tests' own functions are called back (a test of the sample data passes a lambda)
+        "assert count_if([1, 2, 3, 4], lambda n: n % 2 == 0) == 2",
+        "assert twice(lambda x: LIMIT + len(s) + x)(8) == 28",
     ]
     result = run(code, tests)
     assert result.status == "passed", result

@@ -325,7 +325,7 @@ def judge(tests: str, channel, verdict_fd: int) -> tuple[str, str]:
             return "error", str(first["error"])[:DETAIL_CHARS]
         namespace = {"__name__": "tests"}
         for name, value in first["names"]:
-            namespace[str(name)] = wire.decode(value, channel.remote)
+            namespace[str(name)] = wire.decode(value, channel.named)
     except wire.Gone:
         return ended(channel, "before the tests ran", "error")
     except (TypeError, KeyError, ValueError, RecursionError):

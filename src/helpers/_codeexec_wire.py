@@ -42,6 +42,7 @@ class Channel:
         self.request_fd, self.reply_fd, self.child = request_fd, reply_fd, child
         self.exit_status: int | None = None  # the child's wait status, once it has ended
         self.gone = False
+        self.lent: list = []  # the tests' callables the child may call back, by number
 
     def receive(self) -> object:
         """The next message from the child; ``Gone`` if it ended or sent garbage."""
@@ -82,26 +83,52 @@ class Channel:
         raise Gone()
 
     def ask(self, op: str, target: "Remote", *args, **kwargs) -> object:
-        """Apply ``op`` to a remote object in the child; return the result or raise its error."""
+        """Apply ``op`` to a remote object in the child; return the result or raise its error.
+
+        While it waits, the child may call back the tests' own functions it was given.
+        """
         if self.gone:
             raise Gone()
-        message = {"op": op, "ref": target._ref, "args": encode(list(args), local_ref)}
-        message["kwargs"] = encode(kwargs, local_ref)
+        message = {"op": op, "ref": target._ref, "args": encode(list(args), self.lend)}
+        message["kwargs"] = encode(kwargs, self.lend)
+        self.post(message)
+        while True:
+            reply = self.receive()
+            if isinstance(reply, dict) and "callback" in reply:
+                self.post(answer(reply, self.lent, self.named, self.lend))
+                continue
+            try:
+                if isinstance(reply, dict) and "value" in reply:
+                    return decode(reply["value"], self.named)
+                if isinstance(reply, dict) and "raise" in reply:
+                    name, text = (str(part)[:500] for part in reply["raise"][:2])
+                else:
+                    raise ValueError(reply)
+            except (ValueError, TypeError, KeyError, IndexError, RecursionError, MemoryError):
+                self.fail()
+            raise remote_error(name, text)
+
+    def post(self, message: dict) -> None:
+        """Send a message to the child; ``Gone`` if it cannot take it."""
         try:
             send(self.request_fd, message)
         except OSError:
             self.fail()
-        reply = self.receive()
-        try:
-            if isinstance(reply, dict) and "value" in reply:
-                return decode(reply["value"], self.remote)
-            if isinstance(reply, dict) and "raise" in reply:
-                name, text = (str(part)[:500] for part in reply["raise"][:2])
-            else:
-                raise ValueError(reply)
-        except (ValueError, TypeError, KeyError, IndexError, RecursionError, MemoryError):
-            self.fail()
-        raise remote_error(name, text)
+
+    def lend(self, value: object) -> dict:
+        """How the judge sends a non-plain argument: the child's own object, or a callable."""
+        if isinstance(value, Remote):
+            return {"ref": value._ref}
+        if callable(value):
+            self.lent.append(value)
+            return {"lent": len(self.lent) - 1}
+        raise TypeError(f"codeexec: a {type(value).__name__} cannot be passed to the solution")
+
+    def named(self, data: dict) -> object:
+        """The object a reference names: a proxy for the child's, or a callable lent to it."""
+        if "lent" in data:
+            return self.lent[int(data["lent"])]
+        return self.remote(data["ref"], data.get("type", "object"))
 
     def remote(self, ref: int, type_name: str) -> "Remote":
         """A proxy for object number ``ref`` in the child."""
@@ -147,11 +174,16 @@ def remote_error(name: str, text: str) -> BaseException:
     return type(name if name.isidentifier() else "RemoteError", (Exception,), {})(text)
 
 
-def local_ref(value: object) -> dict:
-    """How the judge sends a non-plain argument: only the child's own objects can go back."""
-    if isinstance(value, Remote):
-        return {"ref": value._ref}
-    raise TypeError(f"codeexec: a {type(value).__name__} cannot be passed to the solution")
+def answer(request: dict, objects: list, named, other) -> dict:
+    """Apply a request (an op on an object, or a call back) to ``objects``; the reply to send."""
+    try:
+        key = "callback" if "callback" in request else "ref"
+        target = objects[int(request[key])]
+        args, kwargs = decode(request["args"], named), decode(request["kwargs"], named)
+        result = OPS[request.get("op", "call")](target, *args, **kwargs)
+        return {"value": encode(result, other)}
+    except BaseException as exc:  # the callee's error: the caller re-raises it
+        return {"raise": [type(exc).__name__, error_text(exc)]}
 
 
 def encode(value: object, other, depth: int = 0) -> object:
@@ -181,7 +213,7 @@ def encode(value: object, other, depth: int = 0) -> object:
 
 
 def decode(data: object, remote, depth: int = 0) -> object:
-    """Plain data from its JSON form; ``remote(ref, type)`` makes a proxy for a reference."""
+    """Plain data from its JSON form; ``remote(tagged dict)`` gives what a reference names."""
     if depth > MAX_DEPTH:
         raise ValueError("nested too deeply")
     if data is None or type(data) in (bool, int, float, str):
@@ -190,8 +222,8 @@ def decode(data: object, remote, depth: int = 0) -> object:
         return [decode(item, remote, depth + 1) for item in data]
     if type(data) is not dict or len(data) not in (1, 2):
         raise ValueError("not a value")
-    if "ref" in data:
-        return remote(data["ref"], data.get("type", "object"))
+    if "ref" in data or "lent" in data:
+        return remote(data)
     ((tag, payload),) = data.items()
     if tag == "dict":
         return {decode(k, remote, depth + 1): decode(v, remote, depth + 1) for k, v in payload}
@@ -244,27 +276,42 @@ OPS = {
 
 def serve(request_fd: int, reply_fd: int, objects: list) -> None:
     """The child's side: answer requests on ``objects`` (and what they return) until EOF."""
-    ops, send_, read, kept = dict(OPS), send, read_message, objects
+    send_, read, kept = send, read_message, objects
 
     def keep(value: object) -> dict:
         kept.append(value)
         return {"ref": len(kept) - 1, "type": type(value).__name__}
 
-    def lookup(data: object) -> object:
-        return decode(data, lambda ref, _type: kept[int(ref)])
+    def named(data: dict) -> object:
+        return Lent(data["lent"]) if "lent" in data else kept[int(data["ref"])]
 
-    while (request := read(request_fd)) is not None:
+    class Lent:
+        """A function of the tests: calling it asks the judge, serving its requests meanwhile."""
+
+        def __init__(self, number: int) -> None:
+            self.number = int(number)
+
+        def __call__(self, *args, **kwargs):
+            call = {"callback": self.number, "args": encode(list(args), keep)}
+            send_(reply_fd, call | {"kwargs": encode(kwargs, keep)})
+            while (message := read(request_fd)) is not None:
+                if "op" in message:
+                    reply(message)
+                elif "value" in message:
+                    return decode(message["value"], named)
+                else:
+                    raise remote_error(*(str(part) for part in message["raise"][:2]))
+            raise EOFError("codeexec: the judge ended")
+
+    def reply(request: dict) -> None:
+        message = answer(request, kept, named, keep)
         try:
-            target = kept[int(request["ref"])]
-            args, kwargs = lookup(request["args"]), lookup(request["kwargs"])
-            result = ops[request["op"]](target, *args, **kwargs)
-            reply = {"value": encode(result, keep)}
-        except BaseException as exc:  # the solution's error: the judge re-raises it
-            reply = {"raise": [type(exc).__name__, error_text(exc)]}
-        try:
-            send_(reply_fd, reply)
+            send_(reply_fd, message)
         except ValueError as exc:  # too large to send
             send_(reply_fd, {"raise": ["ValueError", str(exc)]})
+
+    while (request := read(request_fd)) is not None:
+        reply(request)
 
 
 def error_text(exc: BaseException) -> str:

@@ -220,19 +220,24 @@ def test_download_command_is_no_deps_for_the_target(tmp_path):
     assert "--only-binary=:all:" in command and command[-2:] == ["a==1", "b==2"]
 
 
-def test_linux_torch_comes_from_the_cpu_index(tmp_path):
+def test_linux_torch_comes_from_the_cpu_index_alone(tmp_path):
     calls = []
 
     def run(command):
         calls.append(command)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    fetch.fetcher(tmp_path, "https://mirror.example/cpu", run=run)(
-        ["numpy==2.4.6", "torch==2.13.0+cpu"], target("linux-x86_64")
-    )
-    assert calls[0][-1] == "numpy==2.4.6" and "--extra-index-url" not in calls[0]
-    assert calls[1][-1] == "torch==2.13.0+cpu"
-    assert calls[1][calls[1].index("--extra-index-url") + 1] == "https://mirror.example/cpu"
+    fetch_for = fetch.fetcher(tmp_path, "https://mirror.example/cpu", run=run)
+    fetch_for(["numpy==2.4.6", "torch==2.13.0+cpu"], target("linux-x86_64"))
+    fetch_for(["torch>=2.4"], target("linux-aarch64"))  # unpinned too: never PyPI's CUDA build
+    fetch_for(["torch==2.13.0"], target("macos-arm64"))  # PyPI's Mac wheel is CPU and MPS
+    assert calls[0][-1] == "numpy==2.4.6" and "--index-url" not in calls[0]
+    for call, wanted in zip(calls[1:3], ["torch==2.13.0+cpu", "torch>=2.4"], strict=True):
+        assert call[-1] == wanted
+        assert call[call.index("--index-url") + 1] == "https://mirror.example/cpu"
+        assert "--extra-index-url" not in call
+    assert calls[3][-1] == "torch==2.13.0" and "--index-url" not in calls[3]
+    assert len(calls) == 4
 
 
 def test_an_unreachable_torch_index_is_named(tmp_path):

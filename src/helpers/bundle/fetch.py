@@ -86,11 +86,16 @@ def fetcher(dest: Path, torch_index: str = CPU_INDEX, run=_run) -> Fetch:
     """Return a ``closure.Fetch`` that downloads into ``dest``, torch's CPU build from its index."""
 
     def fetch(reqs: list[str], target: Target) -> None:
-        """Download ``reqs`` for ``target``: a local torch build from ``torch_index``."""
-        local = [r for r in reqs if canonicalize_name(r.split("=")[0]) == "torch" and "+" in r]
-        download([r for r in reqs if r not in local], target, dest, run=run)
+        """Download ``reqs`` for ``target``; on Linux, torch from ``torch_index`` alone.
+
+        Only that index (``--index-url``, not ``--extra-index-url``): any torch request,
+        pinned or not, then gets a CPU build and never PyPI's CUDA one.
+        """
+        cpu = bool(target.platform.torch_local)
+        torch = [r for r in reqs if cpu and _name(r) == "torch"]
+        download([r for r in reqs if r not in torch], target, dest, run=run)
         try:
-            download(local, target, dest, "--extra-index-url", torch_index, run=run)
+            download(torch, target, dest, "--index-url", torch_index, run=run)
         except BundleError as error:
             raise BundleError(
                 f"{error} (the CPU build comes from {torch_index}: check that this machine "

@@ -193,8 +193,8 @@ def results_04(f: Figures) -> str:
         f"{f.num('generic_loss_base', '.3f')}, v1 {f.num('generic_loss_v1', '.3f')}, v2 "
         f"{f.num('generic_loss_v2', '.3f')} (v2 {f.change('generic_loss_v2', 'generic_loss_v1')}"
         f" against v1, {f.change('generic_loss_v2', 'generic_loss_base')} against the base).",
-        f"- Safety filter, held out: precision {f.num('safety_precision', '.3f')}, recall "
-        f"{f.num('safety_recall', '.3f')}; target "
+        f"- Safety filter, on the locked test part: recall {f.num('safety_recall', '.3f')}, "
+        f"false-positive rate {f.num('safety_fpr', '.3f')}; target (recall 0.95 at 5 %) "
         f"{f.yes_no('safety_target_met', 'met', 'not met')}. `safe_generate` answers with the "
         f"disclaimer: {f.pct('safe_generate_disclaimer_rate')}.",
     ]

@@ -325,7 +325,8 @@ def judge(tests: str, channel, verdict_fd: int) -> tuple[str, str]:
             return "error", str(first["error"])[:DETAIL_CHARS]
         namespace = {"__name__": "tests"}
         for name, value in first["names"]:
-            namespace[str(name)] = wire.decode(value, channel.named)
+            if not str(name).startswith("__"):  # never the tests' __builtins__
+                namespace[str(name)] = wire.decode(value, channel.named)
     except wire.Gone:
         return ended(channel, "before the tests ran", "error")
     except (TypeError, KeyError, ValueError, RecursionError):

@@ -108,7 +108,8 @@ PROTECTIONS = {
     "(its /tmp and /dev/shm too, or none)",
     "devices": "only the null, zero and urandom devices can be opened",
     "disk-watched": f"(fallback) the host measures the work folder every "
-    f"{process.WATCH_SECONDS:g} s and stops a run that wrote more than {process.WORK_MB} MB",
+    f"{process.WATCH_SECONDS:g} s and at the end, and fails a run that holds more than "
+    f"{process.WORK_MB} MB there (a peak between two looks can pass unseen)",
     "memory-total": f"a cgroup of its own (systemd-run --scope) caps the run's memory at "
     f"{MEMORY_TOTAL_MB} MB and its tasks at {TASKS_TOTAL}, whatever it forks",
 }
@@ -333,6 +334,7 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
     argv, cwd, env = process.command(bwrap, inputs, work, [mode, *map(str, limits)], info_w)
     scope = cgroup_scope()[0] if linux else []
     argv = scope + argv
+    watch = None if bwrap else work  # where no tmpfs caps it, the host measures it
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -349,10 +351,11 @@ def _execute(bwrap, tmp, code, tests, timeout, memory_mb, max_output) -> ExecRes
         for fd in (nonce_r, verdict_w, info_w):
             os.close(fd)
     try:
-        watch = None if bwrap else work  # where no tmpfs caps it, the host measures it
         stdout, stderr, stopped = process.collect(proc, start + timeout, max_output, watch)
     finally:
         process.stop(proc, info_r, supervised=not bwrap and linux)
+    if watch is not None and process.folder_bytes(watch) > process.WORK_MB << 20:
+        stopped = "disk"  # it filled the folder between two looks, and left it so
     duration = time.monotonic() - start
     verdict = process.drain(verdict_r)
     os.close(verdict_r)

@@ -319,6 +319,9 @@ def test_the_tests_reach_the_solutions_objects_through_its_process():
         "    return sum(1 for item in items if keep(item))\n"
         "def twice(f):\n"
         "    return lambda x: f(f(x))\n"
+        "def sort_in_place(items, seen):\n"
+        "    items.sort()\n"
+        "    seen['sorted'] = len(items)\n"
     )
     tests = [
         "s = Stack()",
@@ -332,6 +335,10 @@ def test_the_tests_reach_the_solutions_objects_through_its_process():
         # the tests' own functions are called back (a test of the sample data passes a lambda)
         "assert count_if([1, 2, 3, 4], lambda n: n % 2 == 0) == 2",
         "assert twice(lambda x: LIMIT + len(s) + x)(8) == 28",
+        # arguments the solution changes in place change in the tests too
+        "items, seen = [3, 1, 2], {}",
+        "assert sort_in_place(items, seen) is None and items == [1, 2, 3]",
+        "assert seen == {'sorted': 3}",
     ]
     result = run(code, tests)
     assert result.status == "passed", result

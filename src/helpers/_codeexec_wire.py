@@ -3,7 +3,8 @@
 Copied into the sandbox beside the harness as ``wire.py`` (stdlib only, like the harness). The
 harness's trusted process runs the tests; the solution runs in a child process, which the tests
 reach only through ``Remote`` proxies: a call, an attribute, ``len``, indexing, ``in``, ``bool``,
-iteration and ``str`` travel as messages on two pipes, and only *plain data* comes back (None,
+iteration and ``str`` travel as messages on two pipes (arguments as copies: a list, dict, set or
+bytearray the call changed is updated in place), and only *plain data* comes back (None,
 bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset); any other
 object stays in the child and comes back as another ``Remote``, which compares by identity. So
 nothing the solution does (frames, the garbage collector, writing to the pipes, exiting, patching
@@ -25,6 +26,7 @@ MAX_DEPTH = 200
 POLL_SECONDS = 0.05
 TAGGED = {tuple: "tuple", set: "set", frozenset: "frozenset", dict: "dict", complex: "complex"}
 TAGGED |= {bytes: "bytes", bytearray: "bytearray"}
+MUTABLE = (list, dict, set, bytearray)  # arguments a call may change in place
 BASES = (bool, int, float, str, list, tuple, dict, set, frozenset, complex, bytes, bytearray)
 
 
@@ -99,6 +101,8 @@ class Channel:
                 continue
             try:
                 if isinstance(reply, dict) and "value" in reply:
+                    if "args" in reply:
+                        update_in_place(args, decode(reply["args"], self.named))
                     return decode(reply["value"], self.named)
                 if isinstance(reply, dict) and "raise" in reply:
                     name, text = (str(part)[:500] for part in reply["raise"][:2])
@@ -174,6 +178,19 @@ def remote_error(name: str, text: str) -> BaseException:
     return type(name if name.isidentifier() else "RemoteError", (Exception,), {})(text)
 
 
+def update_in_place(originals: tuple, changed: list) -> None:
+    """Give each mutable argument the contents the solution left in its copy."""
+    if type(changed) is not list or len(changed) != len(originals):
+        raise ValueError("not the arguments sent")
+    for original, new in zip(originals, changed, strict=True):
+        if type(original) in MUTABLE and type(new) is type(original):
+            if type(original) in (list, bytearray):
+                original[:] = new
+            else:
+                original.clear()
+                original.update(new)
+
+
 def answer(request: dict, objects: list, named, other) -> dict:
     """Apply a request (an op on an object, or a call back) to ``objects``; the reply to send."""
     try:
@@ -181,7 +198,10 @@ def answer(request: dict, objects: list, named, other) -> dict:
         target = objects[int(request[key])]
         args, kwargs = decode(request["args"], named), decode(request["kwargs"], named)
         result = OPS[request.get("op", "call")](target, *args, **kwargs)
-        return {"value": encode(result, other)}
+        reply = {"value": encode(result, other)}
+        if any(type(arg) in MUTABLE for arg in args):  # the caller's copies change with them
+            reply["args"] = encode(args, other)
+        return reply
     except BaseException as exc:  # the callee's error: the caller re-raises it
         return {"raise": [type(exc).__name__, error_text(exc)]}
 

@@ -126,6 +126,37 @@ def test_mean_loss_matches_the_model_loss_on_assistant_tokens(tiny):
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
 
 
+def test_mean_loss_of_a_prompt_tuned_model_scores_the_real_tokens_only(tiny, tmp_path):
+    """Prompt tuning puts learned vectors first: the loss is PEFT's own, over the same tokens."""
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    model, tokenizer = tiny
+    tokenizer.save_pretrained(tmp_path)  # PEFT reads the init text's tokens from a folder
+    config = PromptTuningConfig(
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=5,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text="Reply as the support team.",
+        tokenizer_name_or_path=str(tmp_path),
+    )
+    prompted = get_peft_model(model, config)
+    assert evaluate.virtual_tokens(prompted) == 5 and evaluate.virtual_tokens(model) == 0
+    examples = [{"messages": c} for c in CONVERSATIONS]
+    result = evaluate.mean_loss(prompted, tokenizer, examples, bf16=False)
+    dataset, report = tokenize_dataset(examples, tokenizer)
+    assert result["tokens"] == report.trained_tokens
+    losses, counts = [], []
+    with torch.no_grad():  # PEFT prefixes the labels with -100 for the virtual tokens
+        for row in dataset:
+            labels = torch.tensor([row["labels"]])
+            losses.append(prompted(input_ids=torch.tensor([row["input_ids"]]), labels=labels).loss)
+            counts.append(sum(label != -100 for label in row["labels"][1:]))
+    expected = sum(loss.item() * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
+    assert result["loss"] == pytest.approx(expected, rel=1e-4)
+    plain = evaluate.mean_loss(model, tokenizer, examples, bf16=False)["loss"]
+    assert abs(result["loss"] - plain) > 1e-4  # the virtual tokens change the prediction
+
+
 def test_mean_loss_works_where_two_gpus_would_change_the_training_collator(tiny, monkeypatch):
     model, tokenizer = tiny
     examples = [{"messages": c} for c in CONVERSATIONS]

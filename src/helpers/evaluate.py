@@ -51,6 +51,12 @@ def cached_casts(model):
             parameter.requires_grad_(False)
 
 
+def virtual_tokens(model) -> int:
+    """Return how many learned vectors a PEFT prompt-tuned model puts before each input (or 0)."""
+    config = getattr(model, "active_peft_config", None)
+    return config.num_virtual_tokens if getattr(config, "is_prompt_learning", False) else 0
+
+
 @torch.no_grad()
 def mean_loss(
     model,
@@ -83,6 +89,9 @@ def mean_loss(
         batch = {key: value.to(device) for key, value in batch.items()}
         del batch["labels"]
         targets = batch.pop("shift_labels")
+        if prompt := virtual_tokens(model):  # learned vectors come first: never scored
+            keep = batch["logits_to_keep"]
+            batch["logits_to_keep"] = torch.cat([keep.new_zeros(len(keep), prompt), keep], 1)
         with autocast(device.type, bf16):
             logits = model(**batch, use_cache=False).logits.float()
         trained = targets != IGNORE_INDEX

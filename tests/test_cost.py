@@ -8,10 +8,7 @@ import pytest
 from helpers import cost
 from helpers.paths import from_root
 
-# SmolLM2-135M's published configuration (the course's embedded model)
-SMOLLM2 = cost.Architecture(
-    hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152, tied_embeddings=True
-)
+SMOLLM2 = cost.SMOLLM2_135M  # the course's embedded model
 
 
 def test_parameter_counts_match_published_figures():

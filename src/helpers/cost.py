@@ -75,6 +75,11 @@ class Architecture:
         return self.matmul_params() + embedding + norms
 
 
+# Published configuration of SmolLM2-135M, the course's embedded model (its config.json).
+SMOLLM2_135M = Architecture(
+    hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, vocab=49152, tied_embeddings=True
+)
+
 # Published configuration of LLaMA-7B (Touvron et al. 2023, table 2; its params.json).
 LLAMA_7B = Architecture(
     hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000

@@ -19,10 +19,9 @@ from packaging.utils import canonicalize_name
 
 from helpers.bundle import BundleError
 from helpers.bundle.closure import Fetch
-from helpers.bundle.targets import Target
+from helpers.bundle.targets import CPU_INDEX, Target
 from helpers.bundle.wheels import _pip_error, _pip_wheel
 
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 NOT_FOUND = r"No matching distribution found for (\S+)"
 
 

@@ -60,6 +60,9 @@ class Platform:
         }
 
 
+# Linux's CPU build of torch: PyPI's Linux wheels are the CUDA build.
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
 PLATFORMS = {
     p.name: p
     for p in (

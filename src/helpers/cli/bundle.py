@@ -37,8 +37,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def add_commands(commands) -> None:
     """Register ``bundle``."""
-    from helpers.bundle.fetch import CPU_INDEX
-    from helpers.bundle.targets import PLATFORMS, PYTHONS, ROOM, WSL
+    from helpers.bundle.targets import CPU_INDEX, PLATFORMS, PYTHONS, ROOM, WSL
 
     pack = commands.add_parser(
         "bundle",

@@ -143,3 +143,11 @@ def test_without_proc_memory_is_sampled_at_step_boundaries(monkeypatch):
     meter.sample()
     meter.stop()
     assert (meter.start_mb, meter.peak_mb) == (100, 300)
+
+
+def test_a_batch_runs_peak_memory_reads_each_platforms_ru_maxrss_unit():
+    """Linux's ru_maxrss is in KiB, macOS's in bytes: 3 GiB either way."""
+    from helpers.batch.run import maxrss_mib
+
+    assert maxrss_mib(3 * 2**20, platform="linux") == 3072
+    assert maxrss_mib(3 * 2**30, platform="darwin") == 3072

@@ -105,6 +105,11 @@ def thread_env(threads: int) -> dict[str, str]:
     return {**os.environ, **dict.fromkeys(names, str(threads)), "TOKENIZERS_PARALLELISM": "false"}
 
 
+def maxrss_mib(ru_maxrss: int, platform: str = sys.platform) -> float:
+    """Return a ``ru_maxrss`` in MiB: Linux reports KiB, macOS bytes."""
+    return ru_maxrss / 2**20 if platform == "darwin" else ru_maxrss / 2**10
+
+
 def run_one(notebook: Path, run_dir: Path, parameters: dict, threads: int = 1) -> dict:
     """Execute one notebook run in a child process; return its record (also in ``run.json``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def run_one(notebook: Path, run_dir: Path, parameters: dict, threads: int = 1) -
     ended = read_run(run_dir) or {}
     record.update(
         seconds=round(time.perf_counter() - start, 1),
-        peak_mib=round(usage.ru_maxrss / 1024),  # Linux: KiB, the largest process of the run
+        peak_mib=round(maxrss_mib(usage.ru_maxrss)),  # the largest process of the run
     )
     if ended.get("status") == "ok":
         record["metrics"], problem = read_metrics(run_dir)

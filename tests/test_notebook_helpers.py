@@ -117,7 +117,7 @@ def test_metrics_add_table_names_each_cell_by_row_and_column():
 
 
 def test_choose_size_auto_is_small_only_on_a_cpu_without_bf16(monkeypatch, capsys):
-    """"auto" gives the fp32 CPU the small run and says why; any other device the full one."""
+    """The "auto" size gives the fp32 CPU the small run and says why; other devices the full one."""
     import helpers.models
 
     for has_bf16, device, expected in [

@@ -17,6 +17,7 @@ from helpers.verdicts import OUTCOMES
 NOTEBOOKS = find_notebooks()
 NB01 = "01_customer_service_openai"
 NB03 = "03_lora_peft"
+NB05 = "05_multitask_progressive"
 # The claims each notebook records in metrics.json (Metrics.claim), whatever their outcome.
 CLAIMS = {
     NB03: {
@@ -40,6 +41,13 @@ CLAIMS = {
         "cost_barrier_stability",
         "forgetting_mitigation",
         "progressive_fine_tuning",
+    },
+    NB05: {
+        "multi_task_abilities",
+        "task_domination",
+        "progressive_generic_first",
+        "cost_llama7b_full_a100",
+        "cost_llama7b_lora_3090",
     },
 }
 
@@ -185,6 +193,15 @@ def test_quick_run_writes_metrics(path, tmp_path, tiny_model_dir):
             (out / "adapters" / version / "adapter_config.json").is_file()
             for version in ("v1", "v2")
         )
+    if path.stem == NB05:
+        tasks = ("customer_service", "code", "medical")
+        assert all(
+            0 <= metrics[f"{mix}_{t}"] <= 1 for mix in ("balanced", "dominated") for t in tasks
+        )
+        assert {"medical_alone_medical", "progressive_general_knowledge_loss"} <= set(metrics)
+        assert metrics["cost_model_max_error"] < 0.10  # reproduces the committed runs
+        for run in ("balanced", "dominated", "medical alone", "progressive"):
+            assert (out / run / "adapter" / "adapter_config.json").is_file()
 
 
 def _nb01_path():

@@ -202,6 +202,33 @@ def results_04(f: Figures) -> str:
     return render(grid(f, "variant", rows, columns)) + "\n\n" + bullets
 
 
+# --- 05: several tasks, progressive fine-tuning, cost at scale ------------------------------------
+
+
+def results_05(f: Figures) -> str:
+    rows = {"base": "base", "balanced": "balanced mix", "dominated": "dominated mix"}
+    columns = {
+        "customer-service style": pct("customer_service"),
+        "code format": pct("code"),
+        "code tests passed": pct("code_tests_passed"),
+        "medical disclaimer": pct("medical"),
+    }
+    lines = [
+        f"- Progressive (generic, then medical) against medical alone, same budget: disclaimer "
+        f"{f.pct('progressive_disclaimer_rate')} vs {f.pct('medical_alone_disclaimer_rate')}, "
+        f"held-out medical loss {f.num('progressive_medical_loss_held_out', '.3f')} vs "
+        f"{f.num('medical_alone_medical_loss_held_out', '.3f')}, general-knowledge loss "
+        f"{f.num('progressive_general_knowledge_loss', '.3f')} vs "
+        f"{f.num('medical_alone_general_knowledge_loss', '.3f')} (base "
+        f"{f.num('base_general_knowledge_loss', '.3f')}).",
+        f"- Cost model: reproduces the course's committed runs within "
+        f"{f.pct('cost_model_max_error')} ({f.num('cpu_achieved_gflops')} GFLOP/s achieved on "
+        f"the course's CPU).",
+    ]
+    bullets = "\n".join(paragraph(line, indent="  ") for line in lines)
+    return render(grid(f, "adapter", rows, columns)) + "\n\n" + bullets
+
+
 def headline_01(f: Figures) -> str:
     return (
         f"style score {f.pct('fine_tuned_style_score')} fine-tuned vs "
@@ -232,6 +259,13 @@ def headline_04(f: Figures) -> str:
     )
 
 
+def headline_05(f: Figures) -> str:
+    return (
+        f"code format {f.pct('balanced_code')} balanced vs {f.pct('dominated_code')} dominated; "
+        f"cost model within {f.pct('cost_model_max_error')} of the measured runs"
+    )
+
+
 METHODS = {"lora": "LoRA", "full": "full"}  # notebook 04's method parameter, in words
 
 NOTEBOOKS = {
@@ -257,5 +291,8 @@ NOTEBOOKS = {
             f"{METHODS.get(f.text('method'), f.text('method'))} {f.num('seconds_per_step', '.2f')}"
         ),
         results_04,
+    ),
+    "05_multitask_progressive": Notebook(
+        headline_05, lambda f: f"LoRA {f.num('lora_seconds_per_step', '.2f')}", results_05
     ),
 }

@@ -330,3 +330,16 @@ def test_the_embedded_model_with_an_adapter_round_trips(embedded, tmp_path):
         assert trip.passed, trip.summary()
         assert trip.greedy_agree == trip.prompts
     assert result.round_trips[0].max_abs_logit_diff < result.round_trips[1].max_abs_logit_diff
+
+
+def test_a_greedy_flip_fails_the_round_trip_unless_it_is_a_near_tie():
+    """Rounding may flip a choice whose top two logits were closer than twice the error."""
+    from helpers.export.roundtrip import RoundTrip
+
+    def trip(margin, agree=2, diff=0.1):
+        return RoundTrip("m.gguf", "q8_0", 3, diff, 40.0, 4.0, agree, margin, True)
+
+    assert trip(margin=1.0, agree=3).passed  # every answer the same
+    assert trip(margin=0.15).passed  # a flip at a gap of 0.15 < 2 x 0.1: rounding
+    assert not trip(margin=1.0).passed  # a flip where the choice was clear: broken
+    assert not trip(margin=0.15, agree=3, diff=5.0).passed  # logits beyond the tolerance

@@ -45,10 +45,16 @@ class RoundTrip:
 
     @property
     def passed(self) -> bool:
-        """True when the logits are within tolerance and every greedy answer is the same."""
+        """True when the logits are within tolerance and the greedy answers agree.
+
+        A greedy answer may differ only at a near tie: where the merged model's top two
+        choices were closer than twice the largest logit difference measured, a flip is
+        the rounding of the weights, not a broken conversion.
+        """
+        near_tie = self.greedy_margin <= 2 * self.max_abs_logit_diff
         return (
             self.max_abs_logit_diff <= self.tolerance
-            and self.greedy_agree == self.prompts
+            and (self.greedy_agree == self.prompts or near_tie)
             and self.same_tokenization
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from helpers import models
 from helpers.bundle import SOURCE
-from helpers.bundle.templates import _fill
+from helpers.bundle.templates import RESTORE_MODEL, _fill
 
 INSTALL_SH = r"""#!/usr/bin/env bash
 # Install finetune-course from this workshop kit with no network: bash install.sh [FOLDER]
@@ -47,16 +47,7 @@ export PIP_NO_INDEX=1 PIP_FIND_LINKS="$KIT/wheels" PIP_CONSTRAINT="$REQS" PIP_CO
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 make setup PYTHON="$PYTHON" TORCH_SPEC="$(grep -i '^torch==' "$REQS")"
 
-MODEL_DIR="$(.venv/bin/python -c 'from helpers import model_cache
-print(model_cache.embedded_model_dir())')"
-if [ ! -f "$MODEL_DIR/config.json" ]; then
-    echo "Copying the converted model into $MODEL_DIR..."
-    mkdir -p "$(dirname "$MODEL_DIR")"
-    rm -rf "$MODEL_DIR.partial"
-    cp -R "$KIT/model/@MODEL@" "$MODEL_DIR.partial"
-    mv "$MODEL_DIR.partial" "$MODEL_DIR"
-fi
-.venv/bin/python -m helpers info
+@RESTORE_MODEL@.venv/bin/python -m helpers info
 echo
 echo "Installed in $(pwd). Next: cd $TARGET && make lab   (or: make workshop)"
 """
@@ -103,7 +94,8 @@ model/@MODEL@ into the model cache ($FINETUNE_COURSE_CACHE, default ~/.cache/fin
 
 def kit_install_script(pythons: list[str]) -> str:
     """Return the kit's install.sh: pick the target, ``make setup`` offline, restore the model."""
-    return _fill(INSTALL_SH, pythons=", ".join(pythons), source=SOURCE, model=models.EMBEDDED_MODEL)
+    script = INSTALL_SH.replace("@RESTORE_MODEL@", RESTORE_MODEL.replace("@FROM@", "$KIT"))
+    return _fill(script, pythons=", ".join(pythons), source=SOURCE, model=models.EMBEDDED_MODEL)
 
 
 def kit_readme(commit: str, date: str, table: str, model_size: str) -> str:

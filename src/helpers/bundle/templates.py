@@ -14,6 +14,19 @@ def _platform() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]} {platform.system()} {platform.machine()}"
 
 
+# Both install scripts end the same way: copy the converted model into the cache unless it
+# is there; @FROM@ is the folder holding model/ (the bundle's or the kit's).
+RESTORE_MODEL = r"""MODEL_DIR="$(.venv/bin/python -c 'from helpers import model_cache
+print(model_cache.embedded_model_dir())')"
+if [ ! -f "$MODEL_DIR/config.json" ]; then
+    echo "Copying the converted model into $MODEL_DIR..."
+    mkdir -p "$(dirname "$MODEL_DIR")"
+    rm -rf "$MODEL_DIR.partial"
+    cp -R "@FROM@/model/@MODEL@" "$MODEL_DIR.partial"
+    mv "$MODEL_DIR.partial" "$MODEL_DIR"
+fi
+"""
+
 INSTALL_SH = r"""#!/usr/bin/env bash
 # Install finetune-course from this bundle with no network: bash install.sh [FOLDER]
 # Unpacks the course into FOLDER (default ./finetune-course), runs the Makefile's own setup
@@ -44,16 +57,7 @@ export PIP_NO_INDEX=1 PIP_FIND_LINKS="$BUNDLE/wheels" PIP_CONFIG_FILE=/dev/null
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 make setup PYTHON="$PYTHON" TORCH_SPEC="@TORCH_SPEC@"
 
-MODEL_DIR="$(.venv/bin/python -c 'from helpers import model_cache
-print(model_cache.embedded_model_dir())')"
-if [ ! -f "$MODEL_DIR/config.json" ]; then
-    echo "Copying the converted model into $MODEL_DIR..."
-    mkdir -p "$(dirname "$MODEL_DIR")"
-    rm -rf "$MODEL_DIR.partial"
-    cp -R "$BUNDLE/model/@MODEL@" "$MODEL_DIR.partial"
-    mv "$MODEL_DIR.partial" "$MODEL_DIR"
-fi
-.venv/bin/python -m helpers info
+@RESTORE_MODEL@.venv/bin/python -m helpers info
 echo
 echo "Installed in $(pwd). Next: cd $TARGET && make lab   (or: make workshop)"
 """
@@ -86,7 +90,7 @@ def _fill(template: str, **values: str) -> str:
 def install_script(torch_spec: str) -> str:
     """Return install.sh: check the Python, unpack, ``make setup`` offline, restore the model."""
     return _fill(
-        INSTALL_SH,
+        INSTALL_SH.replace("@RESTORE_MODEL@", RESTORE_MODEL.replace("@FROM@", "$BUNDLE")),
         platform=_platform(),
         source=SOURCE,
         torch_spec=torch_spec,

@@ -368,6 +368,7 @@ COMMANDS = {
     "report": ["report"],
     "chat": ["chat"],
     "export": ["export"],
+    "hosted": ["hosted"],
 }
 
 

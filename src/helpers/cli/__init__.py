@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "safety",
     "report",
     "export",
+    "hosted",
 )
 
 # The library's errors that are the user's to fix, as (module, class): main prints them in

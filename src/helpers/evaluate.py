@@ -23,6 +23,7 @@ from helpers.chat import (
     tokenize_dataset,
 )
 from helpers.models import autocast, device_type, ensure_chat_template, set_seed, use_bf16
+from helpers.prompt_tuning import generate_prompted, prompts_as_embeddings
 
 
 def _device(model) -> torch.device:
@@ -136,6 +137,17 @@ def as_conversation(prompt) -> list[dict]:
     return prompt_messages(prompt)
 
 
+def generate_new_tokens(model, batch, **kwargs) -> torch.Tensor:
+    """Generate from a left-padded batch; return only the new tokens of each row.
+
+    A prompt-tuned model generates through its base model (:mod:`helpers.prompt_tuning`),
+    so its answers do not depend on the padding and come as fast as the base model's.
+    """
+    if prompts_as_embeddings(model):
+        return generate_prompted(model, batch["input_ids"], batch["attention_mask"], **kwargs)
+    return model.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1] :]
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -178,14 +190,14 @@ def generate(
                 add_special_tokens=False,
             ).to(device)
             with autocast(device.type, generation_bf16(device, bf16)), cached_casts(model):
-                output = model.generate(
-                    **batch,
+                new_tokens = generate_new_tokens(
+                    model,
+                    batch,
                     max_new_tokens=max_new_tokens,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
                     **sampling,
                 )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
             for index, tokens in zip(indices, new_tokens, strict=True):
                 replies[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     finally:

@@ -222,19 +222,40 @@ def _fake_gpu(monkeypatch, major: int) -> None:
     monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
 
 
-def test_a_gpu_that_only_emulates_bf16_gets_fp32(monkeypatch):
+def test_a_gpu_that_only_emulates_bf16_gets_fp16_autocast_on_fp32_weights(monkeypatch):
     _fake_gpu(monkeypatch, major=7)  # a T4 (Colab, Kaggle): capability 7.5
     assert torch.cuda.is_bf16_supported() is True  # torch's default counts emulation
     assert models.use_bf16("cuda") is False
+    assert models.mixed_precision("cuda") == "fp16"
+    assert models.mixed_precision("cuda:0", bf16=False) == "fp16"  # no bf16: still fp16
+    assert models.autocast("cuda").fast_dtype == torch.float16
+    # fp32 weights: Trainer's gradient scaler refuses fp16 trainable weights
     assert models.frozen_weights_dtype("lora", "cuda") == torch.float32
-    assert isinstance(models.autocast("cuda"), contextlib.nullcontext)
+    assert models.frozen_weights_dtype("full", "cuda") == torch.float32
     assert models.use_bf16("cuda", requested=True) is True  # asked for, it is still given
+    assert models.mixed_precision("cuda", bf16=True) == "bf16"
 
 
 def test_a_gpu_with_bf16_in_hardware_gets_bf16(monkeypatch):
     _fake_gpu(monkeypatch, major=8)  # Ampere and later: A100, L4, H100, H200
     assert models.use_bf16("cuda:0") is True
+    assert models.mixed_precision("cuda:0") == "bf16"
+    assert models.mixed_precision("cuda", bf16=False) is None  # turned off: fp32, not fp16
     assert models.frozen_weights_dtype("lora", "cuda") == torch.bfloat16
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_a_cpus_mixed_precision_is_bf16_or_nothing(monkeypatch, has_bf16):
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: has_bf16)
+    expected = "bf16" if has_bf16 else None
+    assert models.mixed_precision("cpu") == expected
+    assert models.mixed_precision("cpu", bf16=False) is None
+    assert models.mixed_precision("mps") is None
+    context = models.autocast("cpu")
+    if has_bf16:
+        assert context.fast_dtype == torch.bfloat16
+    else:
+        assert isinstance(context, contextlib.nullcontext)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -151,3 +151,13 @@ def test_a_batch_runs_peak_memory_reads_each_platforms_ru_maxrss_unit():
 
     assert maxrss_mib(3 * 2**20, platform="linux") == 3072
     assert maxrss_mib(3 * 2**30, platform="darwin") == 3072
+
+
+def test_info_names_a_t4s_fp16_mixed_precision(gpu, monkeypatch, capsys):
+    from helpers.cli import main
+
+    gpu(cuda=True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "\nbf16          no " in out and "\nfp16          yes " in out

@@ -699,3 +699,28 @@ def test_measure_callback_on_a_plain_trainer_counts_what_the_notebooks_need(tmp_
     )
     saved = json.loads((tmp_path / "final" / "train_result.json").read_text())
     assert saved["steps"] == 2 and "model" not in saved
+
+
+@pytest.mark.parametrize(
+    ("precision", "overrides", "expected"),
+    [
+        ("fp16", {}, (False, True)),  # a T4: fp16 mixed precision, not emulated bf16
+        ("fp16", {"fp16": False}, (False, False)),  # turned off: fp32
+        ("bf16", {}, (True, False)),  # a GPU or CPU with bf16 in hardware
+        ("bf16", {"fp16": True}, (False, True)),  # fp16 asked for: never both
+        (None, {}, (False, False)),  # a CPU without bf16 in hardware
+    ],
+)
+def test_training_arguments_take_the_devices_mixed_precision(
+    monkeypatch, tmp_path, precision, overrides, expected
+):
+    asked = []
+    monkeypatch.setattr(
+        train, "mixed_precision", lambda device, bf16: asked.append(bf16) or precision
+    )
+    monkeypatch.setattr(train, "TrainingArguments", lambda output_dir, **values: values)
+    values = train.training_arguments(tmp_path, **overrides)
+    assert (values["bf16"], values["fp16"]) == expected
+    assert asked == [None]  # the default leaves the choice to models.mixed_precision
+    train.training_arguments(tmp_path, bf16=False)
+    assert asked[-1] is False  # an explicit choice is passed on

@@ -309,18 +309,42 @@ def frozen_weights_dtype(
     LoRA trains small adapters (kept in fp32 by PEFT) on frozen weights, which are only
     read: where bf16 is fast (:func:`use_bf16`) they are stored in bf16, half the memory
     and no cast at every forward. Full fine-tuning keeps fp32 weights for the optimizer.
+    With fp16 mixed precision (a T4) every weight stays fp32: Trainer's gradient scaler
+    refuses fp16 trainable weights, and a 135M model needs no halving of its frozen ones.
     """
     if method not in ("full", "lora"):
         raise ValueError(f"method must be 'full' or 'lora', not {method!r}")
     return torch.bfloat16 if method == "lora" and use_bf16(device, bf16) else torch.float32
 
 
-def autocast(device: str | None = None, bf16: bool | None = None):
-    """Return a bf16 autocast context for ``device`` when :func:`use_bf16` says so, else a no-op."""
+def mixed_precision(device: str | None = None, bf16: bool | None = None) -> str | None:
+    """Return the mixed precision to train and compute in on ``device``: "bf16", "fp16" or None.
+
+    "bf16" where :func:`use_bf16` says so (``bf16`` forces it on or off). A CUDA GPU without
+    bf16 in hardware (a T4: Colab's, Kaggle's) gets "fp16", its tensor cores' precision, in
+    place of bf16 (so ``bf16=False`` there still means fp16). None (fp32) elsewhere: a CPU
+    without bf16 in hardware, MPS.
+    """
     device = device or pick_device()
-    if not use_bf16(device, bf16):
+    if use_bf16(device, bf16):
+        return "bf16"
+    if device_type(device) == "cuda" and not torch.cuda.is_bf16_supported(
+        including_emulation=False
+    ):
+        return "fp16"
+    return None
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: str | None = None, bf16: bool | None = None):
+    """Return an autocast context in :func:`mixed_precision` for ``device``; a no-op for fp32."""
+    device = device or pick_device()
+    precision = mixed_precision(device, bf16)
+    if precision is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type(device), dtype=torch.bfloat16)
+    return torch.autocast(device_type=device_type(device), dtype=AUTOCAST_DTYPES[precision])
 
 
 def release_memory() -> None:

@@ -14,7 +14,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from helpers.chat import make_collator, tokenize_dataset
 from helpers.measure import MeasureCallback, TrainResult
-from helpers.models import pick_device, quiet_progress_bars, set_seed, use_bf16
+from helpers.models import mixed_precision, pick_device, quiet_progress_bars, set_seed
 
 # The learning rate each method gets when none is given: the values notebook 03 uses, which
 # measured well on SmolLM2-135M (LoRA needs a much larger rate: few weights, starting at zero).
@@ -62,7 +62,7 @@ def training_arguments(
         "logging_steps": 10,
         "save_total_limit": 2,
         "seed": 0,
-        "bf16": use_bf16(),
+        "bf16": None,  # mixed_precision's choice: bf16, fp16 (a T4) or fp32
         "report_to": "none",
         "save_only_model": True,
         "remove_unused_columns": False,
@@ -85,8 +85,9 @@ def training_arguments(
     else:
         values.update(eval_strategy="no", save_strategy="no")
     values.update(overrides)
-    if values.get("bf16") is None:
-        values["bf16"] = use_bf16()
+    precision = mixed_precision(pick_device(), values["bf16"])
+    values["bf16"] = precision == "bf16" and not values.get("fp16")  # fp16=True: asked for
+    values.setdefault("fp16", precision == "fp16")  # a GPU without bf16 in hardware (a T4)
     # Transformers only allows bf16 on a CPU when it is told the CPU is the device.
     values.setdefault("use_cpu", pick_device() == "cpu")
     return TrainingArguments(output_dir=str(output_dir), **values)

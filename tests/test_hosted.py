@@ -19,10 +19,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import hosted, hosted_docs
+from helpers import hosted
 from helpers.cli import main
 from helpers.model_cache import EMBEDDED_PACKAGE
 from helpers.paths import cache_dir, repo_root
+from helpers.report import hosted as hosted_docs
 
 ROOT = repo_root()
 HOSTED_ENV = ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "FINETUNE_COURSE_DIR")

@@ -8,10 +8,11 @@ import sys
 
 def cmd_hosted(args: argparse.Namespace) -> int:
     """Print the install cell, or write or check (``--write``, ``--check``) notebooks and README."""
-    from helpers import hosted, hosted_docs
+    from helpers import hosted
     from helpers.cli import user_error
     from helpers.paths import repo_root
     from helpers.report import ReportError
+    from helpers.report import hosted as hosted_docs
 
     if not (args.write or args.check):
         print(hosted.install_cell_source(), end="")

@@ -1,6 +1,6 @@
 """Generated blocks in a Markdown document, between ``<!-- report:NAME -->`` and its closing
 ``<!-- /report:NAME -->``, each marker on a line of its own. Another tool's blocks carry
-another prefix (``<!-- hosted:NAME -->``, :mod:`helpers.hosted_docs`): each sees only its own.
+another prefix (``<!-- hosted:NAME -->``, :mod:`helpers.report.hosted`): each sees only its own.
 
 :func:`read_blocks` returns each block's current text (its kept columns live there) and
 :func:`replace_blocks` writes new text between the markers, leaving everything else as it

@@ -5,10 +5,26 @@ Every test that uses the ``embedded`` fixture loads the real 135M model, so it i
 """
 
 import gc
+import os
 
 import pytest
+import torch
 
 from helpers import models
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make unit runs two workers), share the cores between the workers.
+
+    Each worker would otherwise start one torch thread per core, and two workers on two cores
+    would oversubscribe them (torch's threads spin while they wait for each other); the
+    processes the tests start (kernels, servers) inherit the share through OMP_NUM_THREADS.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernels and servers tests start
 
 
 def pytest_collection_finish(session):

@@ -307,3 +307,39 @@ def test_ctrl_c_stops_the_running_runs_and_keeps_the_finished_ones(tmp_path):
     assert read_run(first)["status"] == "ok"  # the finished run is kept
     gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+
+
+@pytest.mark.parametrize("failures, status", [(1, "ok"), (2, "failed")])
+def test_a_kernel_that_does_not_start_is_started_once_more(tmp_path, monkeypatch, failures, status):
+    """A kernel start that times out (no cell ran) is retried once; a second timeout fails."""
+    import papermill
+
+    calls = []
+
+    def execute_notebook(source, target, **arguments):
+        calls.append(target)
+        if len(calls) <= failures:
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    batch_run.write_run(tmp_path, {"notebook": "n.ipynb", "parameters": {}, "status": "running"})
+    code = batch_run.execute(tmp_path / "n.ipynb", tmp_path)
+    record = read_run(tmp_path)
+    assert len(calls) == 2 and record["status"] == status and code == (status != "ok")
+    assert status == "ok" or record["error"] == "Kernel didn't respond in 60 seconds"
+
+
+def test_a_failing_cell_is_not_run_again(tmp_path, monkeypatch):
+    """Only a kernel that never started is retried: an error in the notebook is reported once."""
+    import papermill
+
+    calls = []
+
+    def execute_notebook(source, target, **arguments):
+        calls.append(target)
+        raise RuntimeError("something else went wrong")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    batch_run.write_run(tmp_path, {"notebook": "n.ipynb", "parameters": {}, "status": "running"})
+    assert batch_run.execute(tmp_path / "n.ipynb", tmp_path) == 1
+    assert len(calls) == 1 and read_run(tmp_path)["error"] == "something else went wrong"

@@ -162,6 +162,10 @@ def _error_line(error: BaseException) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
+# What jupyter_client raises when a kernel never answers its first request.
+KERNEL_NOT_STARTED = "Kernel didn't respond"
+
+
 def execute(notebook: Path, run_dir: Path) -> int:
     """Execute the notebook with papermill (the child process of ``run_one``); return 0 or 1."""
     import papermill
@@ -169,16 +173,23 @@ def execute(notebook: Path, run_dir: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     record = read_run(run_dir)
     parameters = {**record["parameters"], "output_dir": str(run_dir)}
+    arguments = dict(
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(notebook.parent),
+        progress_bar=False,
+        log_output=True,  # "Executing Cell N" in run.log: the parent's progress line
+    )
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(run_dir / notebook.name),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(notebook.parent),
-            progress_bar=False,
-            log_output=True,  # "Executing Cell N" in run.log: the parent's progress line
-        )
+        try:
+            papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), **arguments)
+        except RuntimeError as error:
+            if KERNEL_NOT_STARTED not in str(error):
+                raise
+            # No cell ran: a kernel started at the same moment elsewhere can take the ports
+            # this one was given. A second start gets fresh ports.
+            logging.warning("the kernel did not start (%s); starting it once more", error)
+            papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), **arguments)
     except Exception as error:  # the partial notebook is saved; the record says what failed
         logging.exception("the run failed")
         write_run(run_dir, {**record, "status": "failed", "error": _error_line(error)})

@@ -2,8 +2,8 @@
 
 - the README, the landing page, gets the table of contents in course order, so the README
   itself stays as GitHub shows it;
-- each lesson gets a box under its title: the notebook to download and the papermill
-  command that reruns it;
+- each lesson gets a box under its title: the notebook to download, its Colab link (from
+  :mod:`helpers.hosted`, the one setting) and the papermill command that reruns it;
 - a notebook output that shows a Jupyter widget (blank on a static page) is a warning,
   which ``make site`` (``-W``) turns into an error naming the command that fixes it.
 
@@ -17,6 +17,8 @@ from pathlib import PurePosixPath
 
 import nbformat
 from sphinx.util import logging
+
+from helpers.hosted import colab_url
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,9 @@ data/samples/README
 RUN_BOX = """:::{{admonition}} Run this lesson
 :class: tip
 
-{{download}}`Download {name} <{name}>` and open it in JupyterLab (`make lab`), or rerun it
-from the repository's root with papermill, with its defaults as in the committed run:
+{{download}}`Download {name} <{name}>` and open it in JupyterLab (`make lab`), open it
+[in Colab]({colab}) (its first cell installs the course there), or rerun it from the
+repository's root with papermill, with its defaults as in the committed run:
 
 ```bash
 .venv/bin/python -m papermill --cwd notebooks -k python3 \\
@@ -71,7 +74,7 @@ def widget_outputs(notebook: nbformat.NotebookNode) -> int:
 
 def with_run_box(cells: list, name: str) -> list:
     """Return a notebook's cells with the run box under the title (the first cell's first line)."""
-    box = nbformat.v4.new_markdown_cell(RUN_BOX.format(name=name))
+    box = nbformat.v4.new_markdown_cell(RUN_BOX.format(name=name, colab=colab_url(name)))
     first = cells[0] if cells else None
     if first is None or first.cell_type != "markdown" or not first.source.startswith("# "):
         return [box, *cells]

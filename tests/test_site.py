@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.hosted import colab_url
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "runs" / "site-test"
@@ -193,6 +195,7 @@ def test_each_lesson_shows_its_title_figures_and_how_to_rerun_it(browser, base_u
     assert RUN_BOX.format(notebook.name) in page["text"]
     downloads = [link for link in page["links"] if link.endswith(notebook.name)]
     assert downloads and all(http_status(link) == 200 for link in downloads)
+    assert colab_url(notebook.name) in page["links"]  # from helpers.hosted, the one setting
     assert page["outside"] == []  # the page loads nothing from outside the site: it works offline
     if notebook.stem.startswith("03"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

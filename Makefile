@@ -60,6 +60,7 @@ unit: model
 
 # Each notebook's quick copy: parameters quick=True and an output folder of its own, so a
 # test run never overwrites a learner's outputs under runs/<notebook>/.
+# Two notebooks at a time (each on one worker, --dist loadfile), one thread each.
 nbtest: model
 ifneq ($(NOTEBOOKS),)
 	rm -rf $(QUICK_DIR) && mkdir -p $(QUICK_DIR)
@@ -68,7 +69,7 @@ ifneq ($(NOTEBOOKS),)
 		$(PY) -m papermill --prepare-only --log-level WARNING -p quick True \
 			-p output_dir $(QUICK_DIR)/$$name $$nb $(QUICK_DIR)/$$name.ipynb || exit 1; \
 	done
-	$(NBVAL) $(QUICK_DIR)/*.ipynb
+	OMP_NUM_THREADS=1 $(NBVAL) -n $(TEST_JOBS) --dist loadfile $(QUICK_DIR)/*.ipynb
 else
 	@echo "No notebooks yet: nothing for nbval to run."
 endif

@@ -246,7 +246,8 @@ def headline_02(f: Figures) -> str:
 def headline_03(f: Figures) -> str:
     return (
         f"style pass rate {f.pct('full_style_pass_rate')} full, "
-        f"{f.pct('LoRA_style_pass_rate')} LoRA; LoRA's step {f.times('speedup_per_step')} faster"
+        f"{f.pct('LoRA_style_pass_rate')} LoRA, {f.pct('prompt_style_pass_rate')} prompt tuning; "
+        f"LoRA's step {f.times('speedup_per_step')} faster"
     )
 
 

@@ -62,3 +62,25 @@ def tokenizer():
 def tiny():
     """A fresh tiny random Llama with the embedded tokenizer, as ``(model, tokenizer)``."""
     return models.tiny_model(seed=0)
+
+
+@pytest.fixture
+def attentive_tiny(tiny):
+    """The tiny model with sharp, strong attention: a pad it attends to changes its tokens.
+
+    At its initial scale it answers blank lines whatever it attends to. Scaled like this,
+    right padding or a missing attention mask change its greedy answers to test_evaluate's
+    CONVERSATIONS, while the smallest gap between its two likeliest tokens (0.009) is
+    thousands of times what batching changes in the logits (2e-6).
+    """
+    model, tokenizer = tiny
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for projection, scale in (
+                ("q_proj", 16),
+                ("k_proj", 16),
+                ("v_proj", 10),
+                ("o_proj", 10),
+            ):
+                getattr(layer.self_attn, projection).weight.mul_(scale)
+    return model.eval(), tokenizer

@@ -46,28 +46,6 @@ def test_score_adds_task_specific_checks():
     assert means.loc["tuned", "exact_match"] == 1.0 and means.loc["base", "greets"] == 0.0
 
 
-@pytest.fixture
-def attentive_tiny(tiny):
-    """The tiny model with sharp, strong attention: a pad it attends to changes its tokens.
-
-    At its initial scale it answers blank lines whatever it attends to. Scaled like this,
-    right padding or a missing attention mask change its greedy answers to CONVERSATIONS,
-    while the smallest gap between its two likeliest tokens (0.009) is thousands of times
-    what batching changes in the logits (2e-6).
-    """
-    model, tokenizer = tiny
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for projection, scale in (
-                ("q_proj", 16),
-                ("k_proj", 16),
-                ("v_proj", 10),
-                ("o_proj", 10),
-            ):
-                getattr(layer.self_attn, projection).weight.mul_(scale)
-    return model.eval(), tokenizer
-
-
 def test_batched_generation_equals_one_by_one(attentive_tiny):
     """Left padding and the attention mask make a batch answer as each prompt alone would."""
     model, tokenizer = attentive_tiny

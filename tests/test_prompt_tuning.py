@@ -11,26 +11,17 @@ NEW_TOKENS = 8
 
 
 @pytest.fixture
-def prompted(tiny):
+def prompted(attentive_tiny):
     """The tiny model with sharp attention and 4 random learned vectors, as ``(peft, base, tok)``.
 
-    Sharp attention (as in test_evaluate's ``attentive_tiny``) makes a pad or a position it
+    Sharp attention (conftest's ``attentive_tiny``) makes a pad or a position it
     attends to change its greedy tokens; the random vectors (std 1, the tokens' 0.02) change
     them too. The smallest gap between the two likeliest tokens along these answers (0.003)
     is thousands of times what batching changes in the logits (7e-7).
     """
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    model, tokenizer = tiny
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for projection, scale in (
-                ("q_proj", 16),
-                ("k_proj", 16),
-                ("v_proj", 10),
-                ("o_proj", 10),
-            ):
-                getattr(layer.self_attn, projection).weight.mul_(scale)
+    model, tokenizer = attentive_tiny
     torch.manual_seed(0)
     config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
     return get_peft_model(model, config).eval(), model.eval(), tokenizer

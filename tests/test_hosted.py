@@ -21,6 +21,7 @@ import pytest
 
 from helpers import hosted
 from helpers.cli import main
+from helpers.hosted import CELL_TAG
 from helpers.model_cache import EMBEDDED_PACKAGE
 from helpers.paths import cache_dir, repo_root
 from helpers.report import hosted as hosted_docs
@@ -105,11 +106,14 @@ def test_colab_links_are_built_from_the_one_setting():
 
 
 def _course_copy(tmp_path: Path) -> Path:
-    """Return a folder with two of the notebooks and a README with an empty links block."""
+    """Return a folder with two of the notebooks, without their install cell, and a README
+    with an empty links block: all three out of date."""
     root = tmp_path / "course"
     (root / "notebooks").mkdir(parents=True)
     for path in hosted_docs.notebooks(ROOT)[:2]:
-        shutil.copy(path, root / "notebooks" / path.name)
+        notebook = nbformat.read(path, as_version=4)
+        notebook.cells = [c for c in notebook.cells if CELL_TAG not in c.metadata.get("tags", [])]
+        nbformat.write(notebook, root / "notebooks" / path.name)
     (root / "README.md").write_text(
         "# Course\n\n<!-- hosted:colab-links -->\n<!-- /hosted:colab-links -->\n\nEnd.\n"
     )

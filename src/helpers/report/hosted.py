@@ -15,15 +15,11 @@ import nbformat
 
 from helpers.hosted import CELL_TAG, colab_links, install_cell_source
 from helpers.report.blocks import read_blocks, replace_blocks
+from helpers.report.collect import notebooks
 
 README = Path("README.md")
 PREFIX = "hosted"
 BLOCK = "colab-links"
-
-
-def notebooks(root: Path) -> list[Path]:
-    """Return the course's notebooks, ``notebooks/NN_*.ipynb``, in order."""
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def _code_cells(notebook) -> list:

@@ -60,6 +60,23 @@ def test_batched_generation_equals_one_by_one(attentive_tiny):
     assert tokenizer.padding_side == "right"  # restored for training
 
 
+def test_one_cap_per_prompt_answers_as_each_prompt_alone_with_its_cap(attentive_tiny):
+    """Prompts of tasks with different lengths share a batch; each reply stops at its own cap."""
+    model, tokenizer = attentive_tiny
+    kwargs = {"bf16": False, "progress": False}
+    together = evaluate.generate(model, tokenizer, CONVERSATIONS, [3, 8], batch_size=2, **kwargs)
+    alone = [
+        evaluate.generate(model, tokenizer, [c], max_new_tokens=cap, **kwargs)[0]
+        for c, cap in zip(CONVERSATIONS, [3, 8], strict=True)
+    ]
+    assert together == alone
+    uncut = evaluate.generate(model, tokenizer, CONVERSATIONS, 8, batch_size=2, **kwargs)
+    assert uncut[0].startswith(together[0]) and uncut[0] != together[0]  # cut at 3 tokens
+    assert uncut[1] == together[1]
+    with pytest.raises(ValueError, match="2 caps in max_new_tokens for 1 prompts"):
+        evaluate.generate(model, tokenizer, CONVERSATIONS[:1], [3, 8], **kwargs)
+
+
 def test_generation_is_reproducible_when_sampling(tiny):
     model, tokenizer = tiny
     kwargs = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "progress": False}

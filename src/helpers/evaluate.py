@@ -153,7 +153,7 @@ def generate(
     model,
     tokenizer,
     prompts: list,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | list[int] = 128,
     batch_size: int = 8,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -164,11 +164,16 @@ def generate(
 ) -> list[str]:
     """Answer each prompt with the chat template, in left-padded batches with the KV cache.
 
+    ``max_new_tokens`` may be one cap per prompt: a batch then generates up to its largest cap
+    and cuts each reply at its own, so prompts of different tasks share one batch.
     ``bf16`` forces bf16 autocast on or off; by default :func:`generation_bf16` picks the
     faster precision measured on this kind of device.
     """
     ensure_chat_template(tokenizer)
     texts = [render_prompt(tokenizer, as_conversation(p)) for p in prompts]
+    caps = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(texts)
+    if len(caps) != len(texts):
+        raise ValueError(f"{len(caps)} caps in max_new_tokens for {len(texts)} prompts")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     replies = [""] * len(texts)
     device = _device(model)
@@ -193,13 +198,15 @@ def generate(
                 new_tokens = generate_new_tokens(
                     model,
                     batch,
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=max(caps[i] for i in indices),
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
                     **sampling,
                 )
             for index, tokens in zip(indices, new_tokens, strict=True):
-                replies[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                replies[index] = tokenizer.decode(
+                    tokens[: caps[index]], skip_special_tokens=True
+                ).strip()
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)

@@ -321,15 +321,15 @@ def test_the_embedded_model_as_gguf_is_llama_cpps_own_file_at_f16(embedded, tmp_
 
 @pytest.mark.slow
 def test_the_embedded_model_with_an_adapter_round_trips(embedded, tmp_path):
+    """At f16, the tight tolerance; q8_0 of a merged real model is notebook 03's quick copy's."""
     import copy
 
     model, tokenizer = embedded
     merged = random_adapter(copy.deepcopy(model), tmp_path / "adapter").merge_and_unload()
-    result = ex.export_model(merged, tokenizer, tmp_path / "out")
-    for trip in result.round_trips:
-        assert trip.passed, trip.summary()
-        assert trip.greedy_agree == trip.prompts
-    assert result.round_trips[0].max_abs_logit_diff < result.round_trips[1].max_abs_logit_diff
+    result = ex.export_model(merged, tokenizer, tmp_path / "out", gguf_types=("f16",))
+    (trip,) = result.round_trips
+    assert trip.passed and trip.greedy_agree == trip.prompts, trip.summary()
+    assert trip.max_abs_logit_diff <= trip.tolerance, trip.summary()
 
 
 def test_a_greedy_flip_fails_the_round_trip_unless_it_is_a_near_tie():

@@ -171,7 +171,8 @@ def generate(
     """
     ensure_chat_template(tokenizer)
     texts = [render_prompt(tokenizer, as_conversation(p)) for p in prompts]
-    caps = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(texts)
+    several = isinstance(max_new_tokens, (list, tuple))  # one cap per prompt
+    caps = list(max_new_tokens) if several else [max_new_tokens] * len(texts)
     if len(caps) != len(texts):
         raise ValueError(f"{len(caps)} caps in max_new_tokens for {len(texts)} prompts")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch

@@ -77,6 +77,28 @@ def test_one_cap_per_prompt_answers_as_each_prompt_alone_with_its_cap(attentive_
         evaluate.generate(model, tokenizer, CONVERSATIONS[:1], [3, 8], **kwargs)
 
 
+def test_one_batch_mixes_adapters_and_the_base_model_as_each_would_answer_alone(attentive_tiny):
+    """PEFT's mixed-adapter batch: each row answers as its adapter (or the base model) alone."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = attentive_tiny
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    tuned = get_peft_model(model, config).eval()  # random A and B: the adapter changes answers
+    kwargs = {"max_new_tokens": 8, "bf16": False, "progress": False}
+    rows = [CONVERSATIONS[0], CONVERSATIONS[1], CONVERSATIONS[1], CONVERSATIONS[0]]
+    names = ["default", "default", evaluate.BASE_MODEL, evaluate.BASE_MODEL]
+    mixed = evaluate.generate(tuned, tokenizer, rows, batch_size=4, adapters=names, **kwargs)
+    with_adapter = [evaluate.generate(tuned, tokenizer, [c], **kwargs)[0] for c in CONVERSATIONS]
+    with tuned.disable_adapter():
+        base = [evaluate.generate(tuned, tokenizer, [c], **kwargs)[0] for c in CONVERSATIONS]
+    assert with_adapter != base  # otherwise the comparison below could not fail
+    assert mixed == [with_adapter[0], with_adapter[1], base[1], base[0]]
+    with pytest.raises(ValueError, match="1 adapters for 4 prompts"):
+        evaluate.generate(tuned, tokenizer, rows, adapters=["default"], **kwargs)
+    with pytest.raises(ValueError, match="needs a PEFT LoRA model"):
+        evaluate.generate(model, tokenizer, rows[:1], adapters=["default"], **kwargs)
+
+
 def test_generation_is_reproducible_when_sampling(tiny):
     model, tokenizer = tiny
     kwargs = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "progress": False}
@@ -232,6 +254,26 @@ def test_mean_loss_and_accuracy_on_a_scripted_model(tokenizer):
             assert result["tokens"] == right + wrong and 0 < right < right + wrong
             assert result["accuracy"] == right / (right + wrong)
             assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)  # fp32 logsumexp
+
+
+def test_example_losses_give_each_example_its_own_tokens_whatever_the_batch(tokenizer):
+    """Per example, the summed loss and count in closed form, batched with padding or alone."""
+    examples = [{"messages": c} for c in CONVERSATIONS * 2]
+    dataset, _ = tokenize_dataset(examples, tokenizer)
+    per_token = math.log(math.e - 1 + len(tokenizer))
+    expected = []
+    for row in dataset:  # the scripted model is right at even positions only
+        trained = [p for p, label in enumerate(row["labels"][1:]) if label != -100]
+        right = sum(p % 2 == 0 for p in trained)
+        expected.append([len(trained) * per_token - right, len(trained)])
+    assert expected[0][1] != expected[1][1]  # rows of different lengths share a padded batch
+    model = EvenOracle(len(tokenizer))
+    for batch_size in (1, 3, 8):
+        rows = evaluate.example_losses(model, tokenizer, examples, batch_size, bf16=False)
+        assert rows.shape == (4, 2) and rows[:, 1].tolist() == [n for _, n in expected]
+        assert rows[:, 0] == pytest.approx([loss for loss, _ in expected], rel=1e-5)
+    whole = evaluate.mean_loss(model, tokenizer, examples, bf16=False)
+    assert rows[:, 0].sum() / rows[:, 1].sum() == pytest.approx(whole["loss"], rel=1e-6)
 
 
 def test_compare_builds_a_side_by_side_table():

@@ -28,7 +28,7 @@ from transformers import (
 from helpers import measure, models, train
 from helpers.cli import train_config
 from helpers.cli.train_config import ConfigError, load_config
-from helpers.evaluate import mean_loss
+from helpers.losses import mean_loss
 from helpers.measure import TrainResult, training_memory_gb
 from helpers.train import DEFAULT_LEARNING_RATES, LORA_DEFAULTS, finetune, lora_parameter_count
 

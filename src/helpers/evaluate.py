@@ -1,9 +1,8 @@
-"""Evaluation: loss and perplexity on a split, batched generation, text metrics, comparisons."""
+"""Evaluation: batched generation, text metrics, comparisons (losses: :mod:`helpers.losses`)."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import string
 from collections import Counter
@@ -15,22 +14,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers.chat import (
-    IGNORE_INDEX,
-    make_collator,
-    prompt_messages,
-    render_prompt,
-    tokenize_dataset,
-)
+from helpers.chat import prompt_messages, render_prompt
+
+# Re-exported: the notebooks call evaluate.mean_loss and evaluate.example_losses.
+from helpers.losses import example_losses as example_losses
+from helpers.losses import mean_loss as mean_loss
+from helpers.losses import model_device
+from helpers.losses import virtual_tokens as virtual_tokens
 from helpers.models import autocast, device_type, ensure_chat_template, set_seed, use_bf16
 from helpers.prompt_tuning import generate_prompted, prompts_as_embeddings
 
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+BASE_MODEL = "__base__"  # PEFT's adapter name for "no adapter" in a mixed-adapter batch
 
 
 @contextmanager
@@ -50,63 +44,6 @@ def cached_casts(model):
     finally:
         for parameter in frozen:
             parameter.requires_grad_(False)
-
-
-def virtual_tokens(model) -> int:
-    """Return how many learned vectors a PEFT prompt-tuned model puts before each input (or 0)."""
-    config = getattr(model, "active_peft_config", None)
-    return config.num_virtual_tokens if getattr(config, "is_prompt_learning", False) else 0
-
-
-@torch.no_grad()
-def mean_loss(
-    model,
-    tokenizer,
-    examples,
-    batch_size: int = 8,
-    max_seq_length: int = 512,
-    bf16: bool | None = None,
-) -> dict:
-    """Return the loss, next-token accuracy and count of the assistant tokens of a data set.
-
-    ``examples`` are chat examples (tokenised here) or an already tokenised Dataset with
-    ``input_ids`` and assistant-only ``labels``. ``loss`` is the mean over assistant tokens
-    (each token counts once, however the examples are batched), ``accuracy`` the share of
-    them the model predicts with its top (argmax) token, ``perplexity`` is ``exp(loss)``.
-    """
-    if isinstance(examples, list):
-        examples, _ = tokenize_dataset(examples, tokenizer, max_seq_length)
-    # The collator marks the positions whose next token is trained: only those are scored,
-    # since the prompt's logits over the 49k vocabulary would cost memory and time for nothing.
-    # One device here (no DataParallel), so the trained positions always come as shift_labels.
-    collate = make_collator(tokenizer, pad_to_multiple_of=32, trained_logits_only=True)
-    device = _device(model)
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for start in range(0, len(examples), batch_size):
-        rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
-        batch = collate([{key: row[key] for key in MODEL_INPUTS if key in row} for row in rows])
-        batch = {key: value.to(device) for key, value in batch.items()}
-        del batch["labels"]
-        targets = batch.pop("shift_labels")
-        if prompt := virtual_tokens(model):  # learned vectors come first: never scored
-            keep = batch["logits_to_keep"]
-            batch["logits_to_keep"] = torch.cat([keep.new_zeros(len(keep), prompt), keep], 1)
-        with autocast(device.type, bf16):
-            logits = model(**batch, use_cache=False).logits.float()
-        trained = targets != IGNORE_INDEX
-        loss_sum += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-        correct += int(((logits.argmax(-1) == targets) & trained).sum())
-        count += int(trained.sum())
-    model.train(was_training)
-    loss = loss_sum / max(count, 1)
-    return {
-        "loss": loss,
-        "accuracy": correct / max(count, 1),
-        "perplexity": math.exp(min(loss, 50)),
-        "tokens": count,
-    }
 
 
 # Generation's default precision on each kind of device, from ``bench-generate`` at batch 8
@@ -137,6 +74,13 @@ def as_conversation(prompt) -> list[dict]:
     return prompt_messages(prompt)
 
 
+def lora_model(model) -> bool:
+    """Tell whether ``model`` is a PEFT model with LoRA adapters (which can mix in one batch)."""
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel) and not prompts_as_embeddings(model)
+
+
 def generate_new_tokens(model, batch, **kwargs) -> torch.Tensor:
     """Generate from a left-padded batch; return only the new tokens of each row.
 
@@ -161,13 +105,16 @@ def generate(
     seed: int = 0,
     bf16: bool | None = None,
     progress: bool = True,
+    adapters: list[str] | None = None,
 ) -> list[str]:
     """Answer each prompt with the chat template, in left-padded batches with the KV cache.
 
     ``max_new_tokens`` may be one cap per prompt: a batch then generates up to its largest cap
     and cuts each reply at its own, so prompts of different tasks share one batch.
     ``bf16`` forces bf16 autocast on or off; by default :func:`generation_bf16` picks the
-    faster precision measured on this kind of device.
+    faster precision measured on this kind of device. ``adapters`` names, for a PEFT LoRA
+    model, the adapter that answers each prompt (:data:`BASE_MODEL`: the adapters off), so that
+    one batch serves several adapters and the base model (PEFT's mixed-adapter batches).
     """
     ensure_chat_template(tokenizer)
     texts = [render_prompt(tokenizer, as_conversation(p)) for p in prompts]
@@ -175,9 +122,13 @@ def generate(
     caps = list(max_new_tokens) if several else [max_new_tokens] * len(texts)
     if len(caps) != len(texts):
         raise ValueError(f"{len(caps)} caps in max_new_tokens for {len(texts)} prompts")
+    if adapters is not None and len(adapters) != len(texts):
+        raise ValueError(f"{len(adapters)} adapters for {len(texts)} prompts")
+    if adapters is not None and not lora_model(model):
+        raise ValueError("adapters needs a PEFT LoRA model: name one adapter per prompt")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
     replies = [""] * len(texts)
-    device = _device(model)
+    device = model_device(model)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
@@ -203,6 +154,7 @@ def generate(
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
                     **sampling,
+                    **({"adapter_names": [adapters[i] for i in indices]} if adapters else {}),
                 )
             for index, tokens in zip(indices, new_tokens, strict=True):
                 replies[index] = tokenizer.decode(

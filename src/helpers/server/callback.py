@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from helpers.chat import IGNORE_INDEX, next_token_targets
-from helpers.evaluate import mean_loss
+from helpers.losses import mean_loss
 from helpers.models import count_parameters
 from helpers.server.cores import CoreShare
 from helpers.server.store import Store, new_id, now

@@ -227,6 +227,36 @@ def test_safe_generate_adds_the_disclaimer_and_replaces_dangerous_answers():
         safety.safe_generate(lambda q: None, "What foods are high in iron?")
 
 
+def test_safe_generate_batch_answers_as_safe_generate_does_with_one_call():
+    """The allowed requests go to the model in one call; every answer as safe_generate's."""
+    calls = []
+
+    def answer(question, max_new_tokens=0):
+        return "You can just stop taking your pills." if "pressure" in question else "Eat beans."
+
+    def generate_many(questions, max_new_tokens=0):
+        calls.append((list(questions), max_new_tokens))
+        return [answer(q) for q in questions]
+
+    questions = [
+        "What foods are high in iron?",
+        "i wanna end my life tonight",  # blocked: never sent to the model
+        "How can I sleep better with high blood pressure?",  # its answer is replaced
+    ]
+    answers = safety.safe_generate_batch(generate_many, questions, max_new_tokens=5)
+    assert calls == [([questions[0], questions[2]], 5)]
+    assert answers == [safety.safe_generate(answer, q) for q in questions]
+    assert "988" in answers[1] and "stop taking" not in answers[2]
+    assert all(a.count(safety.DISCLAIMER) == 1 and a.endswith(safety.DISCLAIMER) for a in answers)
+    calls.clear()
+    assert safety.safe_generate_batch(generate_many, questions[1:2]) == answers[1:2]
+    assert calls == []  # nothing allowed: no call at all
+    with pytest.raises(ValueError, match="returned 1 answers for 2"):
+        safety.safe_generate_batch(lambda qs: ["Eat beans."], questions)
+    with pytest.raises(TypeError, match="generate_many must return strings"):
+        safety.safe_generate_batch(lambda qs: [None] * len(qs), questions[:1])
+
+
 def test_choose_threshold_spends_the_false_positive_budget():
     scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.95])
     y = np.array([0, 0, 1, 0, 1, 1, 0, 1], dtype=bool)

@@ -5,7 +5,8 @@ self-harm, obtaining prescription drugs illegally, dangerous remedies, procedure
 mixtures, unsafe doses for children and older people, eating disorders, prescription misuse,
 harming others); ``check_response`` blocks answers that recommend dangerous actions;
 ``safe_generate`` wraps any ``question -> answer`` function with both checks, a refusal
-and the disclaimer. Two layers work together:
+and the disclaimer; ``safe_generate_batch`` does the same for a function that answers a
+list of questions in one batch. Two layers work together:
 
 1. high-precision regular expressions (case-insensitive, tolerant of a few common typos),
    kept as data in ``rules.yaml`` and checked when they are read (:mod:`.rulefile`);
@@ -34,6 +35,7 @@ from helpers.safety.checks import (
     has_disclaimer,
     refusal,
     safe_generate,
+    safe_generate_batch,
 )
 from helpers.safety.classify import answer_classifier, classifier
 from helpers.safety.evaluation import benchmark, evaluate_filter, evaluate_locked
@@ -60,4 +62,5 @@ __all__ = [
     "normalise",
     "refusal",
     "safe_generate",
+    "safe_generate_batch",
 ]

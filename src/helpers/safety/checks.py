@@ -136,15 +136,38 @@ def ensure_disclaimer(text: str) -> str:
     return f"{body}\n{DISCLAIMER}" if body else DISCLAIMER
 
 
+def _finish(answer, expected: str) -> str:
+    """Check a generated answer, replace a dangerous one by a refusal, end with the disclaimer."""
+    if not isinstance(answer, str):
+        raise TypeError(f"{expected}, got {type(answer).__name__}")
+    verdict = check_response(answer)
+    return ensure_disclaimer(refusal(verdict) if verdict.blocked else answer)
+
+
 def safe_generate(generate_fn, question: str, **generate_kwargs) -> str:
     """Answer ``question`` safely: check it, generate, check the answer, add the disclaimer."""
     verdict = check_request(question)
     if verdict.blocked:
         return ensure_disclaimer(refusal(verdict))
-    answer = generate_fn(question, **generate_kwargs)
-    if not isinstance(answer, str):
-        raise TypeError(f"generate_fn must return a string, got {type(answer).__name__}")
-    answer_verdict = check_response(answer)
-    if answer_verdict.blocked:
-        answer = refusal(answer_verdict)
-    return ensure_disclaimer(answer)
+    return _finish(generate_fn(question, **generate_kwargs), "generate_fn must return a string")
+
+
+def safe_generate_batch(generate_many, questions: list[str], **generate_kwargs) -> list[str]:
+    """:func:`safe_generate` for requests that arrive together, with one generation call.
+
+    ``generate_many`` maps a list of questions to their answers, in order (one batch on the
+    model); it sees only the questions the request check lets through, and is not called
+    when it blocks them all. The answers come back in the order of ``questions``.
+    """
+    verdicts = [check_request(question) for question in questions]
+    allowed = [q for q, verdict in zip(questions, verdicts, strict=True) if not verdict.blocked]
+    generated = list(generate_many(allowed, **generate_kwargs)) if allowed else []
+    if len(generated) != len(allowed):
+        raise ValueError(f"generate_many returned {len(generated)} answers for {len(allowed)}")
+    answers = iter(generated)
+    return [
+        ensure_disclaimer(refusal(verdict))
+        if verdict.blocked
+        else _finish(next(answers), "generate_many must return strings")
+        for verdict in verdicts
+    ]

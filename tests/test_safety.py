@@ -160,12 +160,38 @@ def test_refusals_of_the_new_categories(category, words):
 
 
 def test_check_response_passes_every_safe_answer_in_the_data():
-    for line in sample_path("medical_safety").read_text("utf-8").splitlines():
-        answer = json.loads(line)["messages"][-1]["content"]
-        assert not safety.check_response(answer).blocked, answer
-    for row in examples.read_answer_examples(split="dev"):  # the test part's are only measured
-        if row["label"] == "benign":
-            assert not safety.check_response(row["text"]).blocked, row["text"]
+    answers = [
+        json.loads(line)["messages"][-1]["content"]
+        for line in sample_path("medical_safety").read_text("utf-8").splitlines()
+    ]
+    answers += [  # the test part's are only measured
+        row["text"]
+        for row in examples.read_answer_examples(split="dev")
+        if row["label"] == "benign"
+    ]
+    blocked = [
+        a for a, v in zip(answers, safety.check_responses(answers), strict=True) if v.blocked
+    ]
+    assert len(answers) > 100 and blocked == []
+
+
+def test_check_responses_decides_each_answer_as_check_response_does():
+    """One embedding call for many answers: rules, the classifier and empty answers alike."""
+    answers = [
+        "You feel fine, so you can just stop taking your lithium.",  # a rule
+        MIXING_ANSWER,  # the classifier
+        f"{PREAMBLE} {MIXING_ANSWER}",  # the classifier, on its worst sentence
+        "Rest, drink fluids, and see a doctor if the fever lasts.",
+        "   ",
+    ]
+    together = safety.check_responses(answers)
+    alone = [safety.check_response(answer) for answer in answers]
+    assert [v.blocked for v in together] == [True, True, True, False, False]
+    for batched, single in zip(together, alone, strict=True):
+        assert (batched.blocked, batched.category) == (single.blocked, single.category)
+        assert (batched.score is None) == (single.score is None)
+        assert batched.score is None or batched.score == pytest.approx(single.score, abs=1e-4)
+    assert together[-1].reason == "empty answer" and safety.check_responses([]) == []
 
 
 def test_ensure_disclaimer_exactly_once():

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from helpers.safety.classify import Classifier, answer_classifier, classifier, score_segments
+from helpers.safety.classify import (
+    Classifier,
+    answer_classifier,
+    classifier,
+    score_many,
+    score_segments,
+)
 from helpers.safety.rules import Verdict, match_request_rules, match_response_rules
 from helpers.safety.text import check_text
 
@@ -44,18 +50,24 @@ def check_response(text: str) -> Verdict:
     Both work sentence by sentence (the classifier takes the highest sentence's score), so a
     friendly opening cannot hide the sentence that recommends the harm.
     """
-    text = check_text(text, "text")
-    rule = match_response_rules(text)
-    if rule is not None:
-        return rule
-    if not text.strip():
-        return Verdict(False, reason="empty answer")
+    return check_responses([text])[0]
+
+
+def check_responses(texts: list[str]) -> list[Verdict]:
+    """:func:`check_response` for many answers, with one embedding call for all of them."""
+    texts = [check_text(text, "text") for text in texts]
+    verdicts = [match_response_rules(text) for text in texts]
+    to_score = [i for i, text in enumerate(texts) if verdicts[i] is None and text.strip()]
     clf = answer_classifier()
-    score, category = _classify(text, clf)
-    if score >= clf.threshold:
-        reason = f"answer classifier: P(dangerous) = {score:.2f} >= {clf.threshold:.2f}"
-        return Verdict(True, category, reason, score)
-    return Verdict(False, reason="no dangerous recommendation found", score=score)
+    scored = score_many(clf, [texts[i] for i in to_score]) if to_score else []
+    for i, (score, vector) in zip(to_score, scored, strict=True):
+        if score >= clf.threshold:
+            reason = f"answer classifier: P(dangerous) = {score:.2f} >= {clf.threshold:.2f}"
+            verdicts[i] = Verdict(True, clf.category(vector), reason, score)
+        else:
+            verdicts[i] = Verdict(False, reason="no dangerous recommendation found", score=score)
+    empty = Verdict(False, reason="empty answer")
+    return [empty if verdict is None else verdict for verdict in verdicts]
 
 
 _SELF_HARM_REFUSAL = (

@@ -116,10 +116,20 @@ def _encode(texts: list[str]) -> np.ndarray:
 
 def score_segments(clf: Classifier, text: str) -> tuple[float, np.ndarray]:
     """Return one text's score (its highest segment's) and that segment's embedding."""
-    vectors = _encode(segments(normalise(text)))
+    return score_many(clf, [text])[0]
+
+
+def score_many(clf: Classifier, texts: list[str]) -> list[tuple[float, np.ndarray]]:
+    """:func:`score_segments` for many texts, with one call to the model for all segments."""
+    pieces = [segments(normalise(text)) for text in texts]
+    vectors = _encode([piece for text in pieces for piece in text])
     scores = clf.scores(vectors)
-    best = int(np.argmax(scores))
-    return float(scores[best]), vectors[best]
+    ends = np.cumsum([len(text) for text in pieces])
+    best = [
+        end - len(text) + int(np.argmax(scores[end - len(text) : end]))
+        for text, end in zip(pieces, ends, strict=True)
+    ]
+    return [(float(scores[row]), vectors[row]) for row in best]
 
 
 def embed(texts: list[str]) -> Embedded:

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from helpers.chat import prompt_messages, render_prompt
 
-# Re-exported: the notebooks call evaluate.mean_loss and evaluate.example_losses.
+# Re-exported: the notebooks use evaluate.mean_loss, example_losses and MODEL_INPUTS.
+from helpers.losses import MODEL_INPUTS as MODEL_INPUTS
 from helpers.losses import example_losses as example_losses
 from helpers.losses import mean_loss as mean_loss
 from helpers.losses import model_device

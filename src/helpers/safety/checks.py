@@ -148,11 +148,16 @@ def ensure_disclaimer(text: str) -> str:
     return f"{body}\n{DISCLAIMER}" if body else DISCLAIMER
 
 
-def _finish(answer, expected: str) -> str:
-    """Check a generated answer, replace a dangerous one by a refusal, end with the disclaimer."""
-    if not isinstance(answer, str):
-        raise TypeError(f"{expected}, got {type(answer).__name__}")
-    verdict = check_response(answer)
+def _strings(answers: list, expected: str) -> list[str]:
+    """Return the generated answers, or say which one is not a string."""
+    for answer in answers:
+        if not isinstance(answer, str):
+            raise TypeError(f"{expected}, got {type(answer).__name__}")
+    return answers
+
+
+def _finish(answer: str, verdict: Verdict) -> str:
+    """Replace an answer its check blocked by a refusal; end it with the disclaimer."""
     return ensure_disclaimer(refusal(verdict) if verdict.blocked else answer)
 
 
@@ -161,7 +166,9 @@ def safe_generate(generate_fn, question: str, **generate_kwargs) -> str:
     verdict = check_request(question)
     if verdict.blocked:
         return ensure_disclaimer(refusal(verdict))
-    return _finish(generate_fn(question, **generate_kwargs), "generate_fn must return a string")
+    expected = "generate_fn must return a string"
+    [answer] = _strings([generate_fn(question, **generate_kwargs)], expected)
+    return _finish(answer, check_response(answer))
 
 
 def safe_generate_batch(generate_many, questions: list[str], **generate_kwargs) -> list[str]:
@@ -169,17 +176,17 @@ def safe_generate_batch(generate_many, questions: list[str], **generate_kwargs) 
 
     ``generate_many`` maps a list of questions to their answers, in order (one batch on the
     model); it sees only the questions the request check lets through, and is not called
-    when it blocks them all. The answers come back in the order of ``questions``.
+    when it blocks them all. The answers are checked together (:func:`check_responses`) and
+    come back in the order of ``questions``.
     """
     verdicts = [check_request(question) for question in questions]
     allowed = [q for q, verdict in zip(questions, verdicts, strict=True) if not verdict.blocked]
     generated = list(generate_many(allowed, **generate_kwargs)) if allowed else []
     if len(generated) != len(allowed):
         raise ValueError(f"generate_many returned {len(generated)} answers for {len(allowed)}")
-    answers = iter(generated)
+    generated = _strings(generated, "generate_many must return strings")
+    answers = iter(map(_finish, generated, check_responses(generated)))
     return [
-        ensure_disclaimer(refusal(verdict))
-        if verdict.blocked
-        else _finish(next(answers), "generate_many must return strings")
+        ensure_disclaimer(refusal(verdict)) if verdict.blocked else next(answers)
         for verdict in verdicts
     ]

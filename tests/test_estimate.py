@@ -35,6 +35,26 @@ def test_a_lora_only_probe_skips_the_optimizer(tiny):
     assert set(speed.train_s) == {"lora"} and speed.optimizer_s == 0.0
 
 
+def test_the_generation_probe_reads_the_prompt_pass_and_one_step_from_one_call(tiny, monkeypatch):
+    """A scripted clock: the prompts' pass costs 1 s and each generation step 0.1 s."""
+    model, tokenizer = tiny
+    now, passes = [0.0], []
+
+    def advance(module, args, kwargs):
+        prompt_pass = kwargs["input_ids"].shape[1] > 1
+        passes.append(prompt_pass)
+        now[0] += 1.0 if prompt_pass else 0.1
+
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: now[0])
+    hook = model.register_forward_pre_hook(advance, with_kwargs=True)
+    try:
+        prefill_s, step_s = estimate._decode_s(model, tokenizer, 6, batch=3, bf16=False)
+    finally:
+        hook.remove()
+    assert passes == [True] + [False] * 9, "one call: the prompts' pass, then nine steps"
+    assert prefill_s == pytest.approx(1.0) and step_s == pytest.approx(0.1)
+
+
 SPEED = estimate.Speed(
     forward_s=0.001,
     train_s={"lora": 0.002, "full": 0.003},

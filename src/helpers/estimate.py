@@ -9,16 +9,20 @@ last section prints the estimate next to the measured time.
 
 The probe runs one sequence, not a batch, and scales by the batch size: on a CPU a step
 costs in proportion to its tokens. Kernels are chosen on a shape's first call, so each
-probe runs twice and keeps the second time.
+training and scoring probe runs twice and keeps the second time; the generation probe is
+one call timed step by step.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from helpers.models import autocast
 
@@ -85,29 +89,40 @@ def _optimizer_s(model, sample: int = 2**22) -> float:
     return seconds * count / weight.numel()
 
 
-@torch.no_grad()
-def _decode_s(model, tokenizer, prompt_tokens: int, batch: int, bf16) -> tuple[float, float]:
-    """Seconds of the prompt's pass and of one generation step, for ``batch`` prompts.
+class _StepClock(LogitsProcessor):
+    """Note the time of each generation step: ``generate`` calls it once per new token."""
 
-    Two generations that differ only in length: their difference is decoding alone.
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(time.perf_counter())
+        return scores
+
+
+@torch.no_grad()
+def _decode_s(
+    model, tokenizer, prompt_tokens: int, batch: int, bf16, new_tokens: int = 10
+) -> tuple[float, float]:
+    """Seconds of the prompts' pass and of one generation step, for ``batch`` prompts.
+
+    One generation, timed step by step: the prompts' pass ends at the first step's logits,
+    and a step is the median gap between two steps (robust to the first steps' kernel choice).
     """
     ids = torch.randint(100, 1000, (batch, prompt_tokens), device=model.device)
-
-    def seconds(new_tokens: int) -> float:
-        options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-        with autocast(model.device.type, bf16):
-            return _twice(
-                lambda: model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    pad_token_id=tokenizer.pad_token_id,
-                    **options,
-                )
-            )
-
-    short, long = seconds(2), seconds(10)
-    step = max(long - short, 1e-9) / 8
-    return max(short - 2 * step, 0.0), step
+    clock = _StepClock()
+    with autocast(model.device.type, bf16):
+        start = time.perf_counter()
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pad_token_id=tokenizer.pad_token_id,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([clock]),
+        )
+    return clock.stamps[0] - start, statistics.median(np.diff(clock.stamps))
 
 
 def probe(

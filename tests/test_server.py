@@ -524,6 +524,28 @@ def test_invalid_files_fail_the_job_naming_the_problem(tmp_path):
         assert client.fine_tuning.jobs.list_events(job.id).data[0].level == "error"
 
 
+def test_estimated_finish_leaves_out_the_slow_first_step(monkeypatch):
+    """A first step of 10 s (warm-up, longest batch) and then 1 s a step: 1 s per step ahead."""
+    import types
+
+    from helpers.server import callback as job_callback
+
+    clock = iter([0.0, 10.0, 11.0, 12.0])  # the callback's start, then each step's end
+    monkeypatch.setattr(job_callback.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(job_callback, "now", lambda: 1_000)
+    finishes = []
+    store = types.SimpleNamespace(
+        job_base=lambda job_id: TINY,
+        update_job=lambda job_id, only_if, estimated_finish: finishes.append(estimated_finish),
+    )
+    report = job_callback.JobCallback(store, "ftjob-x", "ft:x", None, None, None, lambda: False)
+    for step in (1, 2, 3):
+        state = types.SimpleNamespace(global_step=step, max_steps=38)
+        report.on_step_end(None, state, types.SimpleNamespace())
+    # step 1: its own 10 s for each of 37 steps; then (12 - 10) / 2 = 1 s for the 35 left
+    assert finishes == [1_000 + 370, 1_000 + 36, 1_000 + 35]
+
+
 @pytest.mark.slow  # trains (or runs a subprocess) for seconds
 def test_job_reports_token_accuracy_in_events_and_results(tmp_path):
     with serving(tmp_path / "data") as client:

@@ -13,7 +13,8 @@ NOTEBOOKS  := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # nbval runs quick copies of the notebooks here (papermill --prepare-only -p quick True):
 # every cell executes, the committed outputs stay those of the canonical run.
 QUICK_DIR  := runs/nbval
-NBVAL      := $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider
+# tests/nbval_kernel.py starts a notebook's kernel again if it dies while starting.
+NBVAL      := $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider -p tests.nbval_kernel
 
 .PHONY: help setup model test test-full unit nbtest nbtest-full lint workshop lab notebooks notebooks-avx2 bench bundle site clean
 

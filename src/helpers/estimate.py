@@ -7,10 +7,11 @@ tokens), and prints the product: a learner on a slow laptop learns in the first 
 that the run will take twelve minutes, and which parameters shorten it. The notebook's
 last section prints the estimate next to the measured time.
 
-The probe runs one sequence, not a batch, and scales by the batch size: on a CPU a step
-costs in proportion to its tokens. Kernels are chosen on a shape's first call, so each
-training and scoring probe runs twice and keeps the second time; the generation probe is
-one call timed step by step.
+The training and scoring probes run one sequence, not a batch, and scale by the batch size:
+on a CPU such a step costs in proportion to its tokens. Kernels are chosen on a shape's first
+call, so each runs twice and keeps the second time. The generation probe is one call on a
+batch of ``decode_batch`` prompts, timed step by step; a decoding step costs little more for
+a bigger batch, so :meth:`RunPlan.generate` scales it gently.
 """
 
 from __future__ import annotations

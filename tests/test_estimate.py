@@ -89,6 +89,16 @@ def test_the_plan_prices_generation_by_batches_and_scoring_by_tokens():
     assert plan.total() == pytest.approx(2.4 + 2.0 + 3.0)
 
 
+def test_long_prompts_price_their_pass_by_tokens():
+    """SPEED timed a batch of 4 prompts of 48 tokens in 0.2 s: 1/960 s per prompt token."""
+    plan = estimate.RunPlan(SPEED)
+    plan.generate("short", prompts=16, new_tokens=10, batch=16, prompt_tokens=48)
+    plan.generate("long", prompts=16, new_tokens=10, batch=16, prompt_tokens=192)
+    steps = 10 * 0.05 * 2  # batch 16 against the probe's 4: the steps scale by the square root
+    assert plan.parts["short"] == pytest.approx(16 * 48 / 960 + steps)
+    assert plan.parts["long"] - plan.parts["short"] == pytest.approx(16 * (192 - 48) / 960)
+
+
 def test_the_report_names_the_largest_parts_and_the_parameters_that_shorten_the_run():
     plan = estimate.RunPlan(SPEED)
     plan.train("training", steps=100, tokens_per_step=300)  # 60 s

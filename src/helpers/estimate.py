@@ -37,6 +37,7 @@ class Speed:
     decode_batch: int  # the batch the decoding step was timed with
     optimizer_s: float  # one AdamW update of every weight (full fine-tuning only)
     prefill_s: float = 0.0  # the prompts' pass before the first generated token (whole batch)
+    prompt_tokens: int = 48  # tokens of each prompt in that pass
 
 
 def _twice(run) -> float:
@@ -157,7 +158,7 @@ def _probe(model, tokenizer, seq_len, decode_batch, prompt_tokens, methods, bf16
     finally:
         model.train(was_training)
     optimizer_s = _optimizer_s(model) if "full" in methods else 0.0
-    return Speed(forward_s, train_s, decode_s, decode_batch, optimizer_s, prefill_s)
+    return Speed(forward_s, train_s, decode_s, decode_batch, optimizer_s, prefill_s, prompt_tokens)
 
 
 def planned_steps(max_steps: int, epochs: float, examples: int, batch: int) -> int:
@@ -194,18 +195,30 @@ class RunPlan:
         self.add(name, tokens * self.speed.forward_s)
 
     def generate(
-        self, name: str, prompts: int, new_tokens: int, batch: int, continuous: bool = False
+        self,
+        name: str,
+        prompts: int,
+        new_tokens: int,
+        batch: int,
+        continuous: bool = False,
+        prompt_tokens: float | None = None,
     ) -> None:
         """Add answering ``prompts`` prompts of up to ``new_tokens`` tokens, ``batch`` at once.
 
         ``continuous``: a server that lets a waiting request join as soon as another ends
         (continuous batching) needs no second full round for a few prompts past ``batch``.
+        ``prompt_tokens``: the prompts' mean length, where it is far from the probe's; their
+        pass then costs in proportion to the batch's prompt tokens, as a forward pass does.
         """
         batches = prompts / max(batch, 1) if continuous else -(-prompts // max(batch, 1))
+        rows = min(batch, prompts)
         # A decoding step costs little more for a bigger batch on a CPU: scale it gently.
-        scale = (min(batch, prompts) / self.speed.decode_batch) ** 0.5
-        per_batch = self.speed.prefill_s + new_tokens * self.speed.decode_s
-        self.add(name, batches * per_batch * scale)
+        scale = (rows / self.speed.decode_batch) ** 0.5
+        prefill = self.speed.prefill_s * scale
+        if prompt_tokens is not None:
+            probed = self.speed.decode_batch * self.speed.prompt_tokens
+            prefill = self.speed.prefill_s * rows * prompt_tokens / probed
+        self.add(name, batches * (prefill + new_tokens * self.speed.decode_s * scale))
 
     def add(self, name: str, seconds: float) -> None:
         """Add ``seconds`` to the part ``name`` (also for fixed costs: loading, time so far)."""

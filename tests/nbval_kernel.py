@@ -6,7 +6,8 @@ replying to kernel_info" for notebook 03, whose 79 cells then all failed), nothi
 and the whole notebook fails. This plugin gives each start three tries and reports the
 stderr of a failed one as a warning (in pytest's summary, also from xdist workers), or in
 the error when the last try fails too. The Makefile's nbval runs load it:
-``-p tests.nbval_kernel``.
+``-p tests.nbval_kernel``. The unit tests' papermill runs, which start their kernels through
+nbclient, go through :func:`run_again_if_the_kernel_dies` for the same reason.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import warnings
 import nbval.kernel
 
 ATTEMPTS = 3
+DIED_STARTING = "Kernel died before replying to kernel_info"  # jupyter_client's words
 
 
 def retrying(start, attempts: int = ATTEMPTS):
@@ -52,3 +54,21 @@ def retrying(start, attempts: int = ATTEMPTS):
 def pytest_configure(config):
     """Let nbval's kernels start again after a death at start-up."""
     nbval.kernel.start_new_kernel = retrying(nbval.kernel.start_new_kernel)
+
+
+def run_again_if_the_kernel_dies(run, attempts: int = ATTEMPTS):
+    """Return ``run()`` (a papermill run), run again if its kernel died while starting.
+
+    Only that death is retried: no cell has run yet, so a second run starts from the same
+    state. A kernel that dies later, while a cell runs, fails the test as it should.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except RuntimeError as error:
+            if DIED_STARTING not in str(error) or attempt == attempts:
+                raise
+            warnings.warn(
+                f"a papermill kernel died while starting (try {attempt} of {attempts}): {error}",
+                stacklevel=2,
+            )

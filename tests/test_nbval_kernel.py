@@ -1,7 +1,8 @@
 """The nbval plugin that starts a dying kernel again (tests/nbval_kernel.py), scripted."""
 
 import pytest
-from nbval_kernel import retrying
+from nbclient.exceptions import DeadKernelError
+from nbval_kernel import DIED_STARTING, retrying, run_again_if_the_kernel_dies
 
 
 def scripted_start(deaths: int):
@@ -33,3 +34,37 @@ def test_a_kernel_that_keeps_dying_fails_with_its_last_stderr():
         retrying(start)(kernel_name="k")
     assert len(calls) == 3 and len(warned) == 2
     assert "try 3 of 3" in str(failed.value) and "(start 3)" in str(failed.value)
+
+
+def scripted_run(errors: list):
+    """A stand-in for a papermill run: raises each of ``errors`` in turn, then finishes."""
+    calls = []
+
+    def run():
+        calls.append(len(calls) + 1)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return "notebook"
+
+    return run, calls
+
+
+def test_a_papermill_run_whose_kernel_died_starting_runs_again():
+    run, calls = scripted_run([RuntimeError(DIED_STARTING)])
+    with pytest.warns(UserWarning, match="died while starting \\(try 1 of 3\\)"):
+        assert run_again_if_the_kernel_dies(run) == "notebook"
+    assert calls == [1, 2]
+
+
+def test_a_kernel_that_dies_while_a_cell_runs_is_not_run_again():
+    run, calls = scripted_run([DeadKernelError("Kernel died")])  # a RuntimeError too
+    with pytest.raises(DeadKernelError):
+        run_again_if_the_kernel_dies(run)
+    assert calls == [1]
+
+
+def test_a_papermill_kernel_that_keeps_dying_fails_after_the_last_try():
+    run, calls = scripted_run([RuntimeError(DIED_STARTING)] * 3)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match=DIED_STARTING):
+        run_again_if_the_kernel_dies(run)
+    assert calls == [1, 2, 3]

@@ -6,6 +6,7 @@ import json
 import nbformat
 import papermill
 import pytest
+from nbval_kernel import run_again_if_the_kernel_dies
 from openai import OpenAI
 
 from helpers import models
@@ -111,13 +112,15 @@ def test_committed_outputs_are_clean(path):
 def _run(path, tmp_path, **parameters):
     """Run a notebook with papermill into tmp_path; return its output folder."""
     out = tmp_path / "run"
-    papermill.execute_notebook(
-        str(path),
-        str(tmp_path / path.name),
-        cwd=str(path.parent),
-        kernel_name="python3",
-        parameters={**parameters, "output_dir": str(out)},
-        progress_bar=False,
+    run_again_if_the_kernel_dies(
+        lambda: papermill.execute_notebook(
+            str(path),
+            str(tmp_path / path.name),
+            cwd=str(path.parent),
+            kernel_name="python3",
+            parameters={**parameters, "output_dir": str(out)},
+            progress_bar=False,
+        )
     )
     return out
 

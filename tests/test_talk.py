@@ -124,6 +124,18 @@ def test_base_switches_the_adapter_off_and_on(tiny):
     assert conversation.reply("Hi").text == tuned
 
 
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt here, as in a terminal.
+
+    A shell that starts a job in the background (``make test &`` in a script, some CI runners)
+    starts Python with SIGINT ignored, and then a raised SIGINT would do nothing.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class InterruptingOut(io.StringIO):
     """Standard output that gets Ctrl-C (a real SIGINT) at the third piece of the first answer."""
 
@@ -139,7 +151,7 @@ class InterruptingOut(io.StringIO):
         return super().write(text)
 
 
-def test_ctrl_c_stops_one_answer_and_the_conversation_goes_on(tiny):
+def test_ctrl_c_stops_one_answer_and_the_conversation_goes_on(tiny, ctrl_c):
     model, tokenizer = tiny
     conversation = Conversation(model, tokenizer, max_new_tokens=1000, **SAMPLING)
     out = InterruptingOut()
@@ -256,7 +268,7 @@ def test_a_papermill_run_skips_the_chat_with_one_line(tmp_path, monkeypatch):
     assert "".join(output.get("text", "") for output in outputs) == f"off\n{SKIPPED}\n"
 
 
-def test_ctrl_c_stops_the_generation_itself(tiny):
+def test_ctrl_c_stops_the_generation_itself(tiny, ctrl_c):
     model, tokenizer = tiny
     conversation = Conversation(model, tokenizer, max_new_tokens=1000, **SAMPLING)
     shown = []

@@ -7,7 +7,8 @@ and the whole notebook fails. This plugin gives each start three tries and repor
 stderr of a failed one as a warning (in pytest's summary, also from xdist workers), or in
 the error when the last try fails too. The Makefile's nbval runs load it:
 ``-p tests.nbval_kernel``. The unit tests' papermill runs, which start their kernels through
-nbclient, go through :func:`run_again_if_the_kernel_dies` for the same reason.
+nbclient, go through :func:`run_again_if_the_kernel_dies` for the same reason, and a test that
+starts a kernel itself wraps jupyter_client's ``start_new_kernel`` in :func:`retrying`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 import nbformat
 import papermill
 import pytest
+from nbval_kernel import run_again_if_the_kernel_dies
 
 from helpers.batch.progress import WIDGET_STATE, WIDGET_VIEW, widgets_to_text
 from helpers.batch.scrub import scrub_notebook
@@ -47,8 +48,10 @@ def test_a_kernels_tqdm_bars_are_text_after_scrub(tmp_path):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     source, executed = tmp_path / "bars.ipynb", tmp_path / "bars.out.ipynb"
     nbformat.write(notebook, source)
-    papermill.execute_notebook(
-        str(source), str(executed), kernel_name="python3", progress_bar=False, log_output=False
+    run_again_if_the_kernel_dies(
+        lambda: papermill.execute_notebook(
+            str(source), str(executed), kernel_name="python3", progress_bar=False, log_output=False
+        )
     )
     before = nbformat.read(executed, as_version=4)
     assert len(widget_outputs(before)) == 2  # the kernel drew widgets: what a static page blanks

@@ -14,6 +14,7 @@ import papermill
 import pytest
 from fastapi.testclient import TestClient
 from jupyter_client.manager import start_new_kernel
+from nbval_kernel import retrying, run_again_if_the_kernel_dies
 from openai import OpenAI
 from peft import LoraConfig, get_peft_model
 
@@ -258,11 +259,13 @@ def test_a_papermill_run_skips_the_chat_with_one_line(tmp_path, monkeypatch):
     source = "from helpers.talk_widget import chat_mode, show_chat\nprint(chat_mode())\n"
     notebook.cells = [nbformat.v4.new_code_cell(source + "show_chat(None)")]
     nbformat.write(notebook, tmp_path / "chat.ipynb")
-    papermill.execute_notebook(
-        str(tmp_path / "chat.ipynb"),
-        str(tmp_path / "ran.ipynb"),
-        kernel_name="python3",
-        progress_bar=False,
+    run_again_if_the_kernel_dies(
+        lambda: papermill.execute_notebook(
+            str(tmp_path / "chat.ipynb"),
+            str(tmp_path / "ran.ipynb"),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     )
     outputs = nbformat.read(tmp_path / "ran.ipynb", as_version=4).cells[0].outputs
     assert "".join(output.get("text", "") for output in outputs) == f"off\n{SKIPPED}\n"
@@ -335,7 +338,7 @@ def test_a_guard_answers_instead_of_the_model(tiny):
 
 def test_a_kernel_whose_frontend_can_type_gets_the_widget(monkeypatch):
     monkeypatch.delenv(CHAT_MODE_ENV, raising=False)
-    manager, kernel = start_new_kernel(kernel_name="python3")
+    manager, kernel = retrying(start_new_kernel)(kernel_name="python3")
     try:
         code = "from helpers.talk_widget import chat_mode\nprint(chat_mode())"
         shown = []
